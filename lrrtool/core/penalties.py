@@ -100,7 +100,7 @@ class SchattenP(Penalty):
         return sigma.pow(self.p)
 
     def _integer_power(self) -> int | None:
-        return int(round(self.p)) if abs(self.p - round(self.p)) < 1e-12 else None
+        return round(self.p) if abs(self.p - round(self.p)) < 1e-12 else None
 
     def taylor(self, degree: int) -> tuple[list[float], float, float] | None:
         k = self._integer_power()
