@@ -78,11 +78,36 @@ def _value_and_derivative(f: SpectralFunction, sigma: Tensor, scale: Tensor) -> 
     return values.detach(), torch.zeros_like(sigma) if slope is None else slope
 
 
+def _eigh(G: Tensor) -> tuple[Tensor, Tensor]:
+    """Batched ``eigh`` of PSD Gram matrices, robust to what LAPACK trips on.
+
+    Each matrix is divided by its trace first (LAPACK's own scaling overflows on
+    denormal entries and returns NaN vectors); float32 batches that fail to converge
+    (exactly repeated eigenvalues) are redone in float64; any matrix still not finite is
+    treated as zero (eigenvalues 0, identity vectors), which gives it zero gradient.
+    """
+    trace = G.diagonal(dim1=-2, dim2=-1).sum(-1)
+    unit = torch.where(trace > torch.finfo(G.dtype).tiny, trace, torch.ones_like(trace))
+    normalised = G / unit[..., None, None]
+    try:
+        eigenvalues, V = torch.linalg.eigh(normalised)
+    except torch.linalg.LinAlgError:
+        if G.dtype == torch.float64:
+            raise
+        eigenvalues, V = torch.linalg.eigh(normalised.double())
+        eigenvalues, V = eigenvalues.to(G.dtype), V.to(G.dtype)
+    finite = torch.isfinite(V).all(-1).all(-1) & torch.isfinite(eigenvalues).all(-1)
+    eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+    V = torch.where(finite[..., None, None], V, eye)
+    eigenvalues = torch.where(finite[..., None], eigenvalues * unit[..., None], 0)
+    return eigenvalues, V
+
+
 class _ExactSpectral(torch.autograd.Function):
     @staticmethod
     def forward(ctx, S: Tensor, f: SpectralFunction) -> Tensor:
         S, transposed = small_side(S)
-        eigenvalues, V = torch.linalg.eigh(gram(S))
+        eigenvalues, V = _eigh(gram(S))
         sigma = eigenvalues.clamp_min(0).sqrt()
         top = sigma[..., -1]
         if f.penalty.indicator:
@@ -91,8 +116,9 @@ class _ExactSpectral(torch.autograd.Function):
             slope = torch.zeros_like(sigma)
         else:
             values, slope = _value_and_derivative(f, sigma, top)
-        # grad = U diag(f') V^T = S V diag(f'/sigma) V^T; null directions get 0.
-        cutoff = (S.shape[-1] * torch.finfo(S.dtype).eps * top).unsqueeze(-1)
+        # grad = U diag(f') V^T = S V diag(f'/sigma) V^T. Through the Gram matrix sigma is
+        # only resolved to about sqrt(k eps) sigma_1: below that, directions get 0.
+        cutoff = ((S.shape[-1] * torch.finfo(S.dtype).eps) ** 0.5 * top).unsqueeze(-1)
         weight = torch.where(sigma > cutoff, slope / sigma.clamp_min(torch.finfo(S.dtype).tiny), 0)
         ctx.save_for_backward(S, V, weight)
         ctx.transposed = transposed

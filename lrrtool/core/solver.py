@@ -95,7 +95,7 @@ def minimize(
         history.append((iteration, loss_value))
         if callback is not None:
             callback(Progress(iteration, iters, loss_value, optimizer.param_groups[0]["lr"]))
-        if tol > 0 and abs(previous - loss_value) <= tol * abs(previous):
+        if tol > 0 and math.isfinite(previous) and abs(previous - loss_value) <= tol * abs(previous):
             converged = True
             break
         previous = loss_value

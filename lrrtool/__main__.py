@@ -1,0 +1,3 @@
+from lrrtool.cli import main
+
+main()

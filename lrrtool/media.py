@@ -1,0 +1,283 @@
+"""Reading and writing images, masks and videos: the only module that touches
+imageio, pillow and ffmpeg.
+
+Canonical layouts: an image is a float32 tensor ``(C, H, W)`` in ``[0, 1]`` with
+``C`` = 1 (grey) or 3 (RGB); a video frame batch is ``(T, C, H, W)``. Writes are atomic
+(temporary file in the target folder, then ``os.replace``) and refuse to overwrite any
+path passed as ``protect`` (the inputs).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from lrrtool.errors import LRRError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+
+
+def _open(path: Path) -> Image.Image:
+    path = Path(path)
+    if not path.exists():
+        raise LRRError(f"{path}: no such file")
+    if path.is_dir():
+        raise LRRError(f"{path}: is a folder, expected an image file")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise LRRError(f"{path}: not a readable image ({error.__class__.__name__}: {error})") from None
+    return image
+
+
+def _to_tensor(array: np.ndarray) -> torch.Tensor:
+    if array.dtype == np.uint8:
+        scaled = array.astype(np.float32) / 255
+    elif array.dtype == np.uint16 or array.dtype == np.int32:
+        scaled = array.astype(np.float32) / 65535
+    else:
+        scaled = np.clip(array.astype(np.float32), 0, 1)
+    if scaled.ndim == 2:
+        scaled = scaled[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """An image file as float32 ``(C, H, W)`` in ``[0, 1]``; C = 1 for grey, 3 otherwise.
+
+    Alpha is dropped (composited nowhere: the colour channels are kept as stored);
+    palette and CMYK images are converted to RGB; 16-bit images keep their precision.
+    """
+    image = _open(Path(path))
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return _to_tensor(np.asarray(image).astype(np.uint16 if image.mode != "I" else np.int32))
+    if image.mode in ("L", "1"):
+        return _to_tensor(np.asarray(image.convert("L")))
+    if image.mode == "LA":
+        return _to_tensor(np.asarray(image)[:, :, 0])
+    return _to_tensor(np.asarray(image.convert("RGB")))
+
+
+def read_mask(
+    path: str | Path,
+    size: tuple[int, int],
+    *,
+    invert: bool = False,
+    resize: bool = False,
+) -> torch.Tensor:
+    """A fill mask as a bool ``(H, W)`` tensor, True = pixel to fill.
+
+    White (>= 50 % grey) means *fill*; in an image with an alpha channel, transparent
+    (alpha < 50 %) means fill. ``invert`` flips the meaning (e.g. the TNNR benchmark masks,
+    where black marks the missing pixels). ``size`` is the image's ``(H, W)``; a mask of
+    another size is an error unless ``resize`` (nearest neighbour).
+    """
+    image = _open(Path(path))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        alpha = np.asarray(image.convert("RGBA"))[:, :, 3]
+        fill = alpha < 128
+        if fill.all() or not fill.any():  # an opaque RGBA mask: use its grey values
+            fill = np.asarray(image.convert("L")) >= 128
+    else:
+        fill = np.asarray(image.convert("L")) >= 128
+    if invert:
+        fill = ~fill
+    height, width = size
+    if fill.shape != (height, width):
+        if not resize:
+            raise LRRError(
+                f"{path}: mask is {fill.shape[1]}x{fill.shape[0]} but the image is {width}x{height} "
+                "(width x height); pass --resize-mask to resize it with nearest neighbour"
+            )
+        resized = Image.fromarray(fill.astype(np.uint8) * 255).resize((width, height), Image.NEAREST)
+        fill = np.asarray(resized) >= 128
+    return torch.from_numpy(fill.copy())
+
+
+def _quantize(image: torch.Tensor) -> np.ndarray:
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise LRRError(f"cannot write an image of shape {tuple(image.shape)}; expected (1 or 3, H, W)")
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    array = array.transpose(1, 2, 0)
+    return array[:, :, 0] if array.shape[2] == 1 else array
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """True when two paths name the same file (existing or not)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def check_output(path: str | Path, protect: Iterable[str | Path] = ()) -> Path:
+    """Refuse an output path that is one of the inputs or an existing folder."""
+    path = Path(path)
+    for other in protect:
+        if same_file(path, other):
+            raise LRRError(f"{path}: refusing to overwrite an input; choose another output path")
+    if path.is_dir():
+        raise LRRError(f"{path}: is a folder; give a file name for the output")
+    return path
+
+
+@contextmanager
+def atomic_path(path: str | Path, protect: Iterable[str | Path] = ()):
+    """Yield a temporary path in the target folder; on success it replaces ``path``."""
+    path = check_output(path, protect)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise LRRError(f"{folder}: output folder does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: str | Path, image: torch.Tensor, *, protect: Iterable[str | Path] = ()) -> Path:
+    """Write ``(C, H, W)`` in ``[0, 1]`` as 8-bit; the format follows the suffix."""
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise LRRError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg, .bmp or .tif")
+    array = _quantize(image)
+    with atomic_path(path, protect) as tmp:
+        try:
+            Image.fromarray(array).save(tmp, format=fmt)
+        except OSError as error:
+            raise LRRError(f"{path}: cannot write ({error})") from None
+    return path
+
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif"}
+
+
+def _frame_tensor(frame: np.ndarray, size: tuple[int, int] | None, grey: bool) -> torch.Tensor:
+    image = Image.fromarray(frame[:, :, :3] if frame.ndim == 3 else frame)
+    if size is not None and image.size != size:
+        image = image.resize(size, Image.BILINEAR)
+    image = image.convert("L" if grey else "RGB")
+    return _to_tensor(np.asarray(image))
+
+
+def _target_size(width: int, height: int, scale: float | None, size: tuple[int, int] | None) -> tuple[int, int]:
+    if size is not None:
+        return size
+    if scale is None:
+        return width, height
+    if not 0 < scale <= 1:
+        raise LRRError(f"--scale must be in (0, 1], got {scale}")
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def read_video_chunks(
+    path: str | Path,
+    *,
+    chunk_frames: int,
+    start: int = 0,
+    max_frames: int | None = None,
+    scale: float | None = None,
+    size: tuple[int, int] | None = None,
+    grey: bool = False,
+):
+    """Stream a video (or a folder of images, in name order) as ``(T, C, H, W)`` chunks.
+
+    Yields ``(chunk, fps)``; at most ``chunk_frames`` decoded frames are held at once.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise LRRError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise LRRError(f"{path}: the folder holds no image files")
+        first = _open(files[0])
+        target = _target_size(*first.size, scale, size)
+        frames = (np.asarray(_open(f).convert("RGB")) for f in files)
+        fps = 25.0
+    else:
+        import imageio.v2 as imageio
+
+        try:
+            reader = imageio.get_reader(path, format="ffmpeg" if path.suffix.lower() != ".gif" else None)
+            meta = reader.get_meta_data()
+        except Exception as error:  # imageio raises many types for unreadable input
+            raise LRRError(f"{path}: not a readable video ({error.__class__.__name__}: {error})") from None
+        fps = float(meta.get("fps") or (meta.get("duration") and 1000 / meta["duration"]) or 25.0)
+        width, height = meta.get("size") or meta.get("source_size") or (0, 0)
+        target = _target_size(width, height, scale, size) if width else size
+        frames = _safe_frames(reader, path)
+    chunk: list[torch.Tensor] = []
+    count = 0
+    for index, frame in enumerate(frames):
+        if index < start:
+            continue
+        if max_frames is not None and count >= max_frames:
+            break
+        chunk.append(_frame_tensor(frame, target, grey))
+        count += 1
+        if len(chunk) == chunk_frames:
+            yield torch.stack(chunk), fps
+            chunk = []
+    if chunk:
+        yield torch.stack(chunk), fps
+    if count == 0:
+        raise LRRError(f"{path}: no frames to process (start={start}, frames in file may be fewer)")
+
+
+def _safe_frames(reader, path: Path):
+    try:
+        yield from reader
+    except (RuntimeError, OSError, ValueError) as error:
+        raise LRRError(f"{path}: cannot decode the video ({error})") from None
+    finally:
+        reader.close()
+
+
+class VideoWriter:
+    """Atomic streaming writer: frames ``(T, C, H, W)`` in ``[0, 1]`` appended in chunks."""
+
+    def __init__(self, path: str | Path, fps: float, *, protect: Iterable[str | Path] = ()) -> None:
+        self.path = check_output(path, protect)
+        self._context = atomic_path(self.path, protect)
+        self._tmp = self._context.__enter__()
+        import imageio.v2 as imageio
+
+        self._writer = imageio.get_writer(
+            self._tmp,
+            format="ffmpeg",
+            fps=fps,
+            codec="libx264",
+            quality=8,
+            macro_block_size=1,
+        )
+
+    def append(self, frames: torch.Tensor) -> None:
+        for frame in frames:
+            array = _quantize(frame)
+            # yuv420p needs even sides: repeat the last row/column when odd.
+            array = np.pad(
+                array, [(0, array.shape[0] % 2), (0, array.shape[1] % 2)] + [(0, 0)] * (array.ndim - 2), "edge"
+            )
+            if array.ndim == 2:
+                array = np.repeat(array[:, :, None], 3, axis=2)
+            self._writer.append_data(array)
+
+    def close(self, ok: bool = True) -> None:
+        self._writer.close()
+        if ok:
+            self._context.__exit__(None, None, None)
+        else:
+            self._context.__exit__(RuntimeError, RuntimeError("aborted"), None)
