@@ -136,7 +136,7 @@ def atomic_path(path: str | Path, protect: Iterable[str | Path] = ()):
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise LRRError(f"{folder}: output folder does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=folder)
     os.close(fd)
     try:
         yield Path(tmp)

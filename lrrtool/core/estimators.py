@@ -92,6 +92,10 @@ def _eigh(G: Tensor) -> tuple[Tensor, Tensor]:
     try:
         eigenvalues, V = torch.linalg.eigh(normalised)
     except torch.linalg.LinAlgError:
+        if not bool(torch.isfinite(G).all()):
+            raise LRRError(
+                "the matrix holds NaN/Inf values (a diverged optimisation?); lower the learning rate or the weight"
+            ) from None
         if G.dtype == torch.float64:
             raise
         eigenvalues, V = torch.linalg.eigh(normalised.double())

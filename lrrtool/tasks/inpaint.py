@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lrrtool.core import LowRankRegularizer, Progress, SolveResult, minimize
+from lrrtool.core import PENALTIES, LowRankRegularizer, Progress, SolveResult, minimize, parse_reg
+from lrrtool.core.penalties import Nuclear
 from lrrtool.errors import LRRError
 from lrrtool.tasks.patches import all_patches, group_indices
 
@@ -39,7 +40,7 @@ class InpaintSettings:
 
     reg: str = "laplace"
     lam: float = 0.3
-    gamma: float | None = 0.5
+    gamma: float | None = None
     p: float | None = None
     degree: int | None = None
     estimator: str = "auto"
@@ -53,8 +54,14 @@ class InpaintSettings:
     window: int = 10
     regroup_every: int = 50
 
+    #: gamma used when ``gamma`` is None and the penalty takes one (patch values in [0, 1]).
+    default_gamma: float = 0.5
+
     def regularizer(self) -> LowRankRegularizer:
-        return LowRankRegularizer(self.reg, estimator=self.estimator, gamma=self.gamma, p=self.p, degree=self.degree)
+        gamma = self.gamma
+        if gamma is None and "gamma" in PENALTIES.get(parse_reg(self.reg)[1], Nuclear).parameters:
+            gamma = self.default_gamma
+        return LowRankRegularizer(self.reg, estimator=self.estimator, gamma=gamma, p=self.p, degree=self.degree)
 
     def validate(self) -> None:
         if self.model not in MODELS:

@@ -1,0 +1,200 @@
+"""The command line, driven through typer's runner on real files."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lrrtool import __version__
+from lrrtool.cli import app
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def small(tmp_path):
+    """A 64x64 crop of the bundled photo and a block mask (white = fill)."""
+    image = Image.open(SAMPLES / "photo.jpg").crop((100, 100, 164, 164))
+    image.save(tmp_path / "photo.png")
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (20, 20, 36, 36))
+    mask.save(tmp_path / "mask.png")
+    return tmp_path
+
+
+def test_version_and_help():
+    result = invoke("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("inpaint", "separate", "denoise"):
+        assert command in result.output
+
+
+def test_inpaint_writes_output_report_and_keeps_input(small):
+    before = (small / "photo.png").read_bytes()
+    result = invoke(
+        "inpaint",
+        small / "photo.png",
+        "--mask",
+        small / "mask.png",
+        "--iters",
+        20,
+        "--reference",
+        small / "photo.png",
+        "--report",
+        small / "r.json",
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    out = small / "photo.inpainted.png"
+    assert out.exists() and (small / "photo.png").read_bytes() == before
+    report = json.loads((small / "r.json").read_text())
+    entry = report["results"][0]
+    assert entry["output"] == str(out) and entry["iterations"] >= 1 and entry["metrics"]["psnr"] > 25
+    # observed pixels are unchanged in the file
+    a, b = Image.open(out).convert("RGB"), Image.open(small / "photo.png").convert("RGB")
+    assert a.getpixel((5, 5)) == b.getpixel((5, 5)) and a.getpixel((60, 60)) == b.getpixel((60, 60))
+
+
+def test_inpaint_glob_with_output_dir_and_drop(small):
+    shutil.copy(small / "photo.png", small / "second.png")
+    result = invoke(
+        "inpaint",
+        str(small / "*.png"),
+        "--drop",
+        0.3,
+        "--output-dir",
+        small / "out",
+        "--iters",
+        10,
+        "--reg",
+        "nuclear",
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (small / "out").iterdir()} == {
+        "mask.inpainted.png",
+        "photo.inpainted.png",
+        "second.inpainted.png",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.png", "--mask", "mask.png"], "no such file"),
+        (["corrupt.png", "--mask", "mask.png"], "not a readable image"),
+        (["photo.png", "--mask", "wrongsize.png"], "mask is 10x12 but the image is 64x64"),
+        (["photo.png", "--mask", "empty.png"], "marks no pixel to fill"),
+        (["photo.png", "--mask", "mask.png", "-o", "photo.png"], "refusing to overwrite an input"),
+        (["photo.png", "--mask", "mask.png", "--reg", "frobenius"], "frobenius"),
+        (["photo.png", "--mask", "mask.png", "--lam", "-1"], "--lam must be >= 0"),
+        (["photo.png", "--mask", "mask.png", "--lr", "1e30", "--iters", "30"], "lower the learning rate"),
+        (["photo.png"], "exactly one of --mask"),
+        (["photo.png", "--mask", "mask.png", "--reg", "laplace", "--gamma", "-2"], "gamma must be"),
+    ],
+)
+def test_inpaint_bad_input_one_line_error_and_inputs_untouched(small, args, message):
+    (small / "corrupt.png").write_bytes(b"not a png at all")
+    Image.new("L", (10, 12), 255).save(small / "wrongsize.png")
+    Image.new("L", (64, 64), 0).save(small / "empty.png")
+    before = {p.name: p.read_bytes() for p in small.iterdir()}
+    result = runner.invoke(app, ["inpaint", *[str(small / a) if a.endswith(".png") else a for a in args], "-q"])
+    assert result.exit_code != 0
+    assert message in result.output.replace("\n", " "), result.output
+    assert "Traceback" not in result.output
+    for name, data in before.items():
+        assert (small / name).read_bytes() == data
+
+
+def test_inpaint_resize_mask_and_invert(small):
+    Image.new("L", (32, 32), 255).save(small / "half.png")
+    mask = Image.new("L", (32, 32), 255)
+    mask.paste(0, (10, 10, 16, 16))
+    mask.save(small / "half.png")
+    result = invoke(
+        "inpaint",
+        small / "photo.png",
+        "--mask",
+        small / "half.png",
+        "--resize-mask",
+        "--invert-mask",
+        "--iters",
+        5,
+        "-o",
+        small / "x.png",
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_separate_sample_clip(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(SAMPLES / "pedestrians.mp4", clip)
+    result = invoke(
+        "separate",
+        clip,
+        "--max-frames",
+        12,
+        "--chunk-frames",
+        6,
+        "--iters",
+        30,
+        "--grey",
+        "--report",
+        tmp_path / "s.json",
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "clip.separated"
+    for name in ("background.mp4", "foreground.mp4", "mask.mp4"):
+        assert (folder / name).stat().st_size > 0
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["frames"] == 12 and len(report["chunks"]) == 2
+    import imageio.v2 as imageio
+
+    assert imageio.get_reader(folder / "background.mp4").count_frames() == 12
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [("notvideo", "not a readable video"), ("dirfile", "exists and is not a folder"), ("missing", "no such file")],
+)
+def test_separate_bad_input(tmp_path, make, message):
+    video = tmp_path / "v.mp4"
+    args = ["separate", str(video), "-q"]
+    if make == "notvideo":
+        video.write_bytes(b"garbage" * 100)
+    elif make == "dirfile":
+        shutil.copy(SAMPLES / "pedestrians.mp4", video)
+        (tmp_path / "out").write_text("a file")
+        args += ["--output-dir", str(tmp_path / "out")]
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0 and message in result.output.replace("\n", " "), result.output
+
+
+def test_denoise_grey_and_bad_sigma(small):
+    Image.open(small / "photo.png").convert("L").save(small / "grey.png")
+    result = invoke("denoise", small / "grey.png", "--sigma", 10, "--iters", 10, "-o", small / "d.png", "-q")
+    assert result.exit_code == 0, result.output
+    assert Image.open(small / "d.png").mode == "L"
+    result = invoke("denoise", small / "grey.png", "--sigma", -3, "-q")
+    assert result.exit_code != 0 and "--sigma must be in (0, 255)" in result.output
+
+
+def test_cuda_request_without_cuda_is_a_clean_error(small):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    result = invoke("inpaint", small / "photo.png", "--mask", small / "mask.png", "--device", "cuda", "-q")
+    assert result.exit_code == 1 and "no CUDA device" in result.output
