@@ -100,6 +100,7 @@ class Common:
         given = {"reg": self.reg, "lam": self.lam, "gamma": self.gamma, "p": self.p, "iters": self.iters, "lr": self.lr}
         out = {k: v for k, v in given.items() if v is not None}
         out["estimator"] = self.estimator
+        out["seed"] = self.seed
         if self.lam is not None and self.lam < 0:
             raise LRRError(f"--lam must be >= 0, got {self.lam}")
         if self.lr is not None and not self.lr > 0:

@@ -79,3 +79,11 @@ def test_denoise_planted_low_rank_group_and_real_texture():
     assert abs(estimate_sigma(noisy) - 0.08) < 0.03
     out, _ = denoise(noisy, 0.08, DenoiseSettings(iters=60))
     assert psnr(out, clean) > psnr(noisy, clean) + 2
+
+
+def test_task_settings_share_one_regularizer_factory_and_seed_the_probes():
+    reg = SeparateSettings(estimator="stochastic", seed=3).regularizer()
+    assert reg.estimator.generator.initial_seed() == 3
+    assert InpaintSettings().regularizer().function.penalty.gamma == 0.5  # inpaint's default gamma
+    assert DenoiseSettings(reg="laplace").regularizer().function.penalty.gamma == 1.0  # the penalty's own
+    InpaintSettings(reg="nuclear").regularizer()  # no gamma forced on a penalty without one

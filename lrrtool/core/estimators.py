@@ -243,7 +243,6 @@ class AutoEstimator(Estimator):
     summary = "exact on CPU or small matrices, newton-schulz on CUDA from k >= 512"
 
     def __init__(self, **options) -> None:
-        self.options = options
         self._exact = ExactEstimator()
         self._ns = NewtonSchulzEstimator(**{k: v for k, v in options.items() if k in ("sqrt_iters", "power_iters")})
 

@@ -13,18 +13,15 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from lrrtool.core import LowRankRegularizer, Progress, SolveResult, minimize
+from lrrtool.core import Progress, SolveResult, minimize
 from lrrtool.errors import LRRError
 from lrrtool.tasks.patches import all_patches, group_indices
+from lrrtool.tasks.settings import RegularizerSettings
 
 
 @dataclass(frozen=True)
-class DenoiseSettings:
-    reg: str = "nuclear"
+class DenoiseSettings(RegularizerSettings):
     lam: float = 1.0
-    gamma: float | None = None
-    p: float | None = None
-    estimator: str = "auto"
     iters: int = 150
     lr: float = 0.01
     patch: int = 6
@@ -53,7 +50,7 @@ def denoise(
         raise LRRError(f"the noise level must be > 0, got {sigma}")
     if not settings.lam >= 0:
         raise LRRError(f"--lam must be >= 0, got {settings.lam}")
-    reg = LowRankRegularizer(settings.reg, estimator=settings.estimator, gamma=settings.gamma, p=settings.p)
+    reg = settings.regularizer()
     index = group_indices(
         noisy, patch=settings.patch, group=settings.group, stride=settings.stride, window=settings.window
     )

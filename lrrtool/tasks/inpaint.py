@@ -21,29 +21,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lrrtool.core import PENALTIES, LowRankRegularizer, Progress, SolveResult, minimize, parse_reg
-from lrrtool.core.penalties import Nuclear
+from lrrtool.core import LowRankRegularizer, Progress, SolveResult, minimize
 from lrrtool.errors import LRRError
 from lrrtool.tasks.patches import all_patches, group_indices
+from lrrtool.tasks.settings import RegularizerSettings
 
 MODELS = ("patches", "global")
 
 
 @dataclass(frozen=True)
-class InpaintSettings:
+class InpaintSettings(RegularizerSettings):
     """Settings of :func:`inpaint`; the defaults are the measured best (``bench/inpaint.py``)."""
 
     reg: str = "laplace"
     lam: float = 0.3
-    gamma: float | None = None
-    p: float | None = None
-    degree: int | None = None
-    estimator: str = "auto"
     model: str = "patches"
     smooth: float = 1.0
     iters: int = 200
@@ -54,14 +51,7 @@ class InpaintSettings:
     window: int = 10
     regroup_every: int = 50
 
-    #: gamma used when ``gamma`` is None and the penalty takes one (patch values in [0, 1]).
-    default_gamma: float = 0.5
-
-    def regularizer(self) -> LowRankRegularizer:
-        gamma = self.gamma
-        if gamma is None and "gamma" in PENALTIES.get(parse_reg(self.reg)[1], Nuclear).parameters:
-            gamma = self.default_gamma
-        return LowRankRegularizer(self.reg, estimator=self.estimator, gamma=gamma, p=self.p, degree=self.degree)
+    default_gamma: ClassVar[float | None] = 0.5  # patch values in [0, 1]
 
     def validate(self) -> None:
         if self.model not in MODELS:

@@ -18,17 +18,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lrrtool.core import LowRankRegularizer, Progress, SolveResult, minimize
+from lrrtool.core import Progress, SolveResult, minimize
 from lrrtool.errors import LRRError
+from lrrtool.tasks.settings import RegularizerSettings
 
 
 @dataclass(frozen=True)
-class SeparateSettings:
-    reg: str = "nuclear"
+class SeparateSettings(RegularizerSettings):
     lam: float | None = None
-    gamma: float | None = None
-    p: float | None = None
-    estimator: str = "auto"
     iters: int = 300
     lr: float = 0.01
     #: Foreground mask threshold, in units of the median absolute residual.
@@ -70,7 +67,7 @@ def separate(
     lam = default_lambda(D, T) if settings.lam is None else settings.lam
     if not lam > 0:
         raise LRRError(f"--lam must be > 0, got {lam}")
-    reg = LowRankRegularizer(settings.reg, estimator=settings.estimator, gamma=settings.gamma, p=settings.p)
+    reg = settings.regularizer()
     start = V.median(dim=1, keepdim=True).values.expand(D, T) if background is None else background.reshape(D, 1)
     X = start.expand(D, T).clone().requires_grad_(True)
 
