@@ -60,7 +60,9 @@ RegOpt = Annotated[
 LamOpt = Annotated[float | None, typer.Option("--lam", help="Weight of the low-rank term (default per command).")]
 GammaOpt = Annotated[float | None, typer.Option("--gamma", help="Scale of non-convex penalties (units: see `--reg`).")]
 POpt = Annotated[float | None, typer.Option("--p", help="Exponent of schatten-p.")]
-IterOpt = Annotated[int | None, typer.Option("--iters", min=1, help="Maximum Adam steps.")]
+IterOpt = Annotated[
+    int | None, typer.Option("--iters", min=1, help="Maximum solver steps (default per command and solver).")
+]
 LrOpt = Annotated[float | None, typer.Option("--lr", help="Adam step size, in pixel units [0, 1].")]
 EstOpt = Annotated[EstimatorName, typer.Option("--estimator", help="How sum h(sigma) is computed.")]
 DeviceOpt = Annotated[DeviceName, typer.Option("--device", help="auto = cuda when available.")]
@@ -248,6 +250,14 @@ def inpaint(
     model: Annotated[
         str, typer.Option("--model", help="patches (non-local groups) or global (paper: one matrix per channel).")
     ] = "patches",
+    solver: Annotated[
+        str,
+        typer.Option(
+            "--solver",
+            help="threshold: exact reweighted singular-value thresholding (default, 16 steps, lam 4); "
+            "adam: the paper's gradient route with --estimator (200 steps, lam 0.3).",
+        ),
+    ] = "threshold",
     reference: Annotated[
         Path | None, typer.Option("--reference", help="Clean image: adds PSNR/SSIM to the report.")
     ] = None,
@@ -267,8 +277,12 @@ def inpaint(
     """Fill missing pixels (random drops, blocks, text) by low-rank completion.
 
     Observed pixels are copied to the output unchanged; only masked pixels are solved
-    for. Colour images are handled jointly: every patch vector holds all channels, so
-    colours share one low-rank structure (--model global treats channels separately).
+    for. The fill starts from the exact biharmonic interpolant and is refined by a
+    low-rank prior on groups of similar 5x5 patches (penalty --reg, default lnn: the
+    WNNM weighting). Colour images are handled jointly: every patch vector holds all
+    channels, so colours share one low-rank structure (--model global treats channels
+    separately). The threshold solver uses exact spectra: --estimator and a series
+    prefix in --reg matter to --solver adam only; its progress shows the RMS change.
     Output: NAME.inpainted.png beside the input unless -o/--output-dir; existing outputs
     are skipped unless --overwrite; inputs are never overwritten.
     """
@@ -284,8 +298,13 @@ def inpaint(
             raise LRRError("give exactly one of --mask, --mask-dir or --drop")
         if drop is not None and not 0 < drop < 1:
             raise LRRError(f"--drop must be a fraction in (0, 1), got {drop}")
-        settings = InpaintSettings(**{**asdict(InpaintSettings()), **opts.overrides(), "model": model})
+        settings = InpaintSettings(
+            **{**asdict(InpaintSettings()), **opts.overrides(), "model": model, "solver": solver}
+        )
         settings.validate()
+        settings = settings.resolved()
+        if settings.solver == "threshold" and (lr is not None or estimator != EstimatorName.auto):
+            raise LRRError("--lr and --estimator apply to --solver adam only (threshold uses exact spectra)")
         settings.regularizer()  # reject bad --reg/--gamma/--p before any work
         dev, dt = opts.torch_device(), opts.torch_dtype()
         inputs = expand_inputs(images)
@@ -357,6 +376,9 @@ def inpaint(
 
 
 # ------------------------------------------------------------------ separate
+MEMORY_FRAMES = 10  # background frames carried from one chunk to the next
+
+
 @app.command()
 def separate(
     video: Annotated[Path, typer.Argument(help="Video file (any format ffmpeg reads) or folder of frames.")],
@@ -368,7 +390,23 @@ def separate(
     scale: Annotated[float | None, typer.Option("--scale", help="Downscale factor in (0, 1].")] = None,
     size: Annotated[str | None, typer.Option("--size", help="Frame size WxH.")] = None,
     grey: Annotated[bool, typer.Option("--grey", help="Process luminance only.")] = False,
-    chunk_frames: Annotated[int, typer.Option("--chunk-frames", min=2, help="Frames held in memory at once.")] = 200,
+    chunk_frames: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk-frames",
+            min=2,
+            help="Frames solved at once (default: 200, fewer when the frames are large, to stay within --memory-gib).",
+        ),
+    ] = None,
+    memory_gib: Annotated[
+        float, typer.Option("--memory-gib", min=0.25, help="Working-memory budget that sizes the chunks.")
+    ] = 2.0,
+    solver: Annotated[
+        str,
+        typer.Option(
+            "--solver", help="threshold: robust-PCA inexact ALM with exact spectra (default); adam: the paper's route."
+        ),
+    ] = "threshold",
     frames: Annotated[bool, typer.Option("--frames", help="Also export PNG frames.")] = False,
     reg: RegOpt = None,
     lam: LamOpt = None,
@@ -385,21 +423,28 @@ def separate(
 ) -> None:
     """Split a video into a low-rank background and a sparse foreground.
 
-    Solves min |V - X|_1 + lam R(X) with frames as columns, chunk by chunk
-    (--chunk-frames), each chunk starting from the previous background. Default lam is
-    robust PCA's: sqrt(max(D, T)) / (D T) for the mean L1 term (D pixels, T frames).
-    Colour: all channels of a frame form one column. Writes background.mp4,
-    foreground.mp4 (|V - X|, brightened) and mask.mp4 (white where the residual exceeds
-    4x its median and 2/255).
+    Solves min |V - X|_1 + lam R(X) with frames as columns (robust PCA), chunk by chunk
+    (--chunk-frames); ten background frames of each chunk join the next one as extra
+    columns, so the background carries over. Default weights are robust PCA's:
+    |S|_1 / sqrt(max(D, T)) against R(L) (D values per frame, T frames); --lam scales
+    that for --solver threshold and is the weight of R for --solver adam. Colour: all
+    channels of a frame form one column. Writes background.mp4, foreground.mp4
+    (|V - X|, brightened 4x) and mask.mp4 (white where the residual, maxed over
+    channels, exceeds 4 robust standard deviations, 4 x 1.4826 x its median over the
+    chunk, and 2/255).
     """
     from lrrtool import media
-    from lrrtool.tasks.separate import SeparateSettings
+    from lrrtool.tasks.separate import WORKING_COPIES, SeparateSettings
     from lrrtool.tasks.separate import separate as run_separate
 
     opts = common(reg, lam, gamma, p, iters, lr, estimator, device, dtype, seed, report, quiet)
     with user_errors():
         overrides = opts.overrides()
-        settings = SeparateSettings(**{**asdict(SeparateSettings()), **overrides})
+        settings = SeparateSettings(**{**asdict(SeparateSettings()), **overrides, "solver": solver})
+        settings.validate()
+        if settings.solver == "threshold" and (lr is not None or estimator != EstimatorName.auto):
+            raise LRRError("--lr and --estimator apply to --solver adam only (threshold uses exact spectra)")
+        settings.regularizer()
         dev, dt = opts.torch_device(), opts.torch_dtype()
         wh = None
         if size is not None:
@@ -418,8 +463,17 @@ def separate(
         background = None
         ok = False
         try:
+            geometry = media.video_geometry(video, scale=scale, size=wh, grey=grey)
+            per_frame = geometry[0] * geometry[1] * geometry[2] * torch.finfo(dt).bits // 8
+            budget = int(memory_gib * 2**30 // (per_frame * WORKING_COPIES[settings.solver]))
+            if budget < 2 + MEMORY_FRAMES:
+                raise LRRError(
+                    f"frames of {geometry[2]}x{geometry[1]} do not fit --memory-gib {memory_gib}: "
+                    "use --scale/--size, --grey or a larger budget"
+                )
+            chunk_size = min(chunk_frames or 200, budget - MEMORY_FRAMES)
             chunks = media.read_video_chunks(
-                video, chunk_frames=chunk_frames, start=start, max_frames=max_frames, scale=scale, size=wh, grey=grey
+                video, chunk_frames=chunk_size, start=start, max_frames=max_frames, scale=scale, size=wh, grey=grey
             )
             for index, (chunk, fps) in enumerate(chunks):
                 if writers is None:
@@ -428,12 +482,9 @@ def separate(
                         for n in ("background", "foreground", "mask")
                     }
                 x = chunk.to(dev, dt)
-                if x.shape[0] < 2:
-                    x = torch.cat([x, x])
                 with progress_bar(quiet, f"chunk {index + 1}") as callback:
-                    bg, fg, mask, solve = run_separate(x, settings, background=background, callback=callback)
-                bg, fg, mask = bg[: chunk.shape[0]], fg[: chunk.shape[0]], mask[: chunk.shape[0]]
-                background = bg.median(dim=0).values
+                    bg, fg, mask, solve = run_separate(x, settings, memory=background, callback=callback)
+                background = bg[torch.linspace(0, bg.shape[0] - 1, MEMORY_FRAMES).round().long().unique()]
                 writers["background"].append(bg)
                 writers["foreground"].append((fg.abs() * 4).clamp(0, 1))
                 writers["mask"].append(mask[:, None].to(dt))

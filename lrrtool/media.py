@@ -240,6 +240,19 @@ def read_video_chunks(
         raise LRRError(f"{path}: no frames to process (start={start}, frames in file may be fewer)")
 
 
+def video_geometry(
+    path: str | Path, *, scale: float | None = None, size: tuple[int, int] | None = None, grey: bool = False
+) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the frames :func:`read_video_chunks` yields (decodes one frame)."""
+    chunks = read_video_chunks(path, chunk_frames=1, max_frames=1, scale=scale, size=size, grey=grey)
+    try:
+        first, _ = next(chunks)
+    finally:
+        chunks.close()
+    C, H, W = first.shape[1:]
+    return C, H, W
+
+
 def _safe_frames(reader, path: Path):
     try:
         yield from reader

@@ -98,7 +98,12 @@ def test_inpaint_glob_with_output_dir_and_drop(small):
         (["photo.png", "--mask", "mask.png", "-o", "photo.png"], "refusing to overwrite an input"),
         (["photo.png", "--mask", "mask.png", "--reg", "frobenius"], "frobenius"),
         (["photo.png", "--mask", "mask.png", "--lam", "-1"], "--lam must be >= 0"),
-        (["photo.png", "--mask", "mask.png", "--lr", "1e30", "--iters", "30"], "lower the learning rate"),
+        (
+            ["photo.png", "--mask", "mask.png", "--solver", "adam", "--lr", "1e30", "--iters", "30"],
+            "lower the learning rate",
+        ),
+        (["photo.png", "--mask", "mask.png", "--lr", "0.1"], "apply to --solver adam only"),
+        (["photo.png", "--mask", "mask.png", "--solver", "newton"], "unknown solver"),
         (["photo.png"], "exactly one of --mask"),
         (["photo.png", "--mask", "mask.png", "--reg", "laplace", "--gamma", "-2"], "gamma must be"),
     ],
@@ -165,9 +170,51 @@ def test_separate_sample_clip(tmp_path):
     assert imageio.get_reader(folder / "background.mp4").count_frames() == 12
 
 
+def test_separate_streams_a_long_clip_in_bounded_chunks(tmp_path, monkeypatch):
+    """60 frames with --chunk-frames 8: no solve sees more than 8 + 10 carried frames, and
+    no frame is decoded before the chunk that needs it."""
+    from lrrtool import media
+    from lrrtool.tasks import separate as task
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(60):
+        frame = Image.new("L", (32, 24), 120)
+        frame.paste(250, (t % 28, 8, t % 28 + 4, 12))
+        frame.save(folder / f"{t:03d}.png")
+    decoded, solves = [], []
+    real_open, real_separate = media._open, task.separate
+
+    def counting_open(path):
+        decoded.append(path)
+        return real_open(path)
+
+    def recording_separate(frames, settings, *, memory=None, callback=None):
+        solves.append((frames.shape[0], 0 if memory is None else memory.shape[0], len(decoded)))
+        return real_separate(frames, settings, memory=memory, callback=callback)
+
+    monkeypatch.setattr(media, "_open", counting_open)
+    monkeypatch.setattr(task, "separate", recording_separate)
+    result = invoke("separate", folder, "--chunk-frames", 8, "--output-dir", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.output
+    assert sum(t for t, _, _ in solves) == 60 and max(t for t, _, _ in solves) <= 8
+    assert all(m <= 10 for _, m, _ in solves) and solves[1][1] > 0  # the background is carried
+    for index, (_, _, seen) in enumerate(solves):
+        assert seen <= 3 + 8 * (index + 1)  # size probes of the first file + the chunks so far
+    import imageio.v2 as imageio
+
+    assert imageio.get_reader(tmp_path / "out" / "mask.mp4").count_frames() == 60
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
-    [("notvideo", "not a readable video"), ("dirfile", "exists and is not a folder"), ("missing", "no such file")],
+    [
+        ("notvideo", "not a readable video"),
+        ("dirfile", "exists and is not a folder"),
+        ("missing", "no such file"),
+        ("noframes", "no frames to process"),
+        ("toolarge", "do not fit --memory-gib"),
+    ],
 )
 def test_separate_bad_input(tmp_path, make, message):
     video = tmp_path / "v.mp4"
@@ -178,6 +225,12 @@ def test_separate_bad_input(tmp_path, make, message):
         shutil.copy(SAMPLES / "pedestrians.mp4", video)
         (tmp_path / "out").write_text("a file")
         args += ["--output-dir", str(tmp_path / "out")]
+    elif make == "noframes":
+        shutil.copy(SAMPLES / "pedestrians.mp4", video)
+        args += ["--start", "1000"]
+    elif make == "toolarge":
+        shutil.copy(SAMPLES / "pedestrians.mp4", video)
+        args += ["--size", "3840x2160", "--memory-gib", "0.25"]
     result = runner.invoke(app, args)
     assert result.exit_code != 0 and message in result.output.replace("\n", " "), result.output
 

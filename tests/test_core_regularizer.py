@@ -25,7 +25,7 @@ def oracle(reg: LowRankRegularizer, X: torch.Tensor) -> float:
     sigma = torch.linalg.svdvals(X.double())
     if reg.function.penalty.indicator:
         return float((sigma > max(X.shape[-2:]) * 1e-15 * sigma[..., :1]).sum())
-    return float(reg.function.penalty.h(sigma).sum())
+    return float(reg.function.penalty.h(sigma).sum().detach())
 
 
 # ---------------------------------------------------------------- exact estimator

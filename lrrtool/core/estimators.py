@@ -78,7 +78,7 @@ def _value_and_derivative(f: SpectralFunction, sigma: Tensor, scale: Tensor) -> 
     return values.detach(), torch.zeros_like(sigma) if slope is None else slope
 
 
-def _eigh(G: Tensor) -> tuple[Tensor, Tensor]:
+def gram_eigh(G: Tensor) -> tuple[Tensor, Tensor]:
     """Batched ``eigh`` of PSD Gram matrices, robust to what LAPACK trips on.
 
     Each matrix is divided by its trace first (LAPACK's own scaling overflows on
@@ -111,7 +111,7 @@ class _ExactSpectral(torch.autograd.Function):
     @staticmethod
     def forward(ctx, S: Tensor, f: SpectralFunction) -> Tensor:
         S, transposed = small_side(S)
-        eigenvalues, V = _eigh(gram(S))
+        eigenvalues, V = gram_eigh(gram(S))
         sigma = eigenvalues.clamp_min(0).sqrt()
         top = sigma[..., -1]
         if f.penalty.indicator:

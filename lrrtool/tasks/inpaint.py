@@ -1,17 +1,28 @@
 r"""Inpainting: fill the masked pixels of an image by low-rank regularised completion.
 
 Only the missing pixels are variables; observed pixels are copied into the result
-unchanged. With :math:`X = M_{obs} \odot Y + M_{fill} \odot P` the objective over ``P`` is
+unchanged. Every solve starts from the exact biharmonic interpolant (the minimiser of
+:math:`\sum_c \|\Delta X_c\|_2^2` over the missing pixels, by conjugate gradients), then
+refines it with a low-rank prior on
 
-.. math:: \mu \sum_{c} \|\Delta X_c\|_2^2 \;+\; \lambda \sum_g R\big(G_g(X) - \bar G_g(X)\big)
+- ``model="patches"`` (default): :math:`K \times D` groups :math:`G_g(X)` of similar
+  ``p x p`` patches (a reference and its ``K-1`` nearest neighbours in a window; all
+  channels jointly, so colours share one low-rank structure), centred by their mean patch;
+  groups are re-found on the current estimate every ``regroup_every`` steps;
+- ``model="global"``: the EDLRR paper's model, each channel one ``H x W`` matrix.
 
-- :math:`\Delta` is the 5-point Laplacian: the first term alone is biharmonic
-  inpainting, a smooth interpolant;
-- ``model="patches"`` (default): :math:`G_g(X)` is a ``K x D`` group of similar patches
-  (all channels jointly, so colours share one low-rank structure), centred by its mean
-  patch :math:`\bar G_g` so that brightness is not penalised; groups are re-found on the
-  current estimate every ``regroup_every`` steps;
-- ``model="global"``: the EDLRR paper's model, each channel an ``H x W`` matrix.
+Two solvers, chosen by ``solver``:
+
+- ``threshold`` (default): exact reweighted singular-value thresholding of every group
+  (:func:`lrrtool.core.prox.reweighted_threshold`) with a decreasing noise level
+  :math:`\delta_t` from ``noise_start`` to ``noise_end``, threshold
+  :math:`\tau_t = \lambda\sqrt{K}\delta_t^2` and weights :math:`h'(\hat\sigma)` of the
+  chosen penalty; shrunk patches are averaged back and the observed pixels re-imposed
+  after every step (a projected fixed-point iteration). With ``reg="lnn"`` this is the
+  WNNM weighting.
+- ``adam``: the EDLRR paper's route: Adam on
+  :math:`\mu \sum_c \|\Delta X_c\|^2 + \lambda \sum_g R(G_g(X) - \bar G_g(X))` with ``R``
+  from any estimator. Measured slower and no better (``bench/inpaint.py``).
 
 Colour: channels are handled jointly in the patch model (one patch vector holds all
 channels) and separately in the global model (one matrix per channel), as in the paper.
@@ -19,8 +30,10 @@ channels) and separately in the global model (one matrix per channel), as in the
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -28,41 +41,68 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lrrtool.core import LowRankRegularizer, Progress, SolveResult, minimize
+from lrrtool.core.prox import reweighted_threshold
 from lrrtool.errors import LRRError
 from lrrtool.tasks.patches import all_patches, group_indices
 from lrrtool.tasks.settings import RegularizerSettings
 
 MODELS = ("patches", "global")
+SOLVERS = ("threshold", "adam")
+#: Per-solver defaults of the settings left as None: lam, iters, regroup_every.
+SOLVER_DEFAULTS = {"threshold": (4.0, 16, 4), "adam": (0.3, 200, 50)}
 
 
 @dataclass(frozen=True)
 class InpaintSettings(RegularizerSettings):
-    """Settings of :func:`inpaint`; the defaults are the measured best (``bench/inpaint.py``)."""
+    """Settings of :func:`inpaint`; the defaults are the measured best (``bench/inpaint.py``).
 
-    reg: str = "laplace"
-    lam: float = 0.3
+    ``lam``, ``iters`` and ``regroup_every`` left as None take the solver's default
+    (:data:`SOLVER_DEFAULTS`); ``smooth`` and ``lr`` are used by ``adam`` only,
+    ``noise_start`` and ``noise_end`` (pixel units, [0, 1]) by ``threshold`` only.
+    """
+
+    reg: str = "lnn"
+    lam: float | None = None
+    solver: str = "threshold"
     model: str = "patches"
     smooth: float = 1.0
-    iters: int = 200
+    iters: int | None = None
     lr: float = 0.02
-    patch: int = 6
-    group: int = 16
-    stride: int = 4
-    window: int = 10
-    regroup_every: int = 50
+    patch: int = 5
+    group: int = 32
+    stride: int = 5
+    window: int = 15
+    regroup_every: int | None = None
+    noise_start: float = 0.05
+    noise_end: float = 0.004
 
-    default_gamma: ClassVar[float | None] = 0.5  # patch values in [0, 1]
+    default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
+
+    def resolved(self) -> InpaintSettings:
+        """A copy with every None default filled in for the chosen solver."""
+        if self.solver not in SOLVERS:
+            raise LRRError(f"unknown solver {self.solver!r}; choose one of: {', '.join(SOLVERS)}")
+        lam, iters, regroup = SOLVER_DEFAULTS[self.solver]
+        return replace(
+            self,
+            lam=lam if self.lam is None else self.lam,
+            iters=iters if self.iters is None else self.iters,
+            regroup_every=regroup if self.regroup_every is None else self.regroup_every,
+        )
 
     def validate(self) -> None:
-        if self.model not in MODELS:
-            raise LRRError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
-        if not self.lam >= 0:
-            raise LRRError(f"--lam must be >= 0, got {self.lam}")
-        if not self.smooth >= 0:
-            raise LRRError(f"--smooth must be >= 0, got {self.smooth}")
-        for name in ("patch", "group", "stride", "window", "regroup_every"):
-            if getattr(self, name) < 1:
-                raise LRRError(f"{name} must be >= 1, got {getattr(self, name)}")
+        s = self.resolved()
+        if s.model not in MODELS:
+            raise LRRError(f"unknown model {s.model!r}; choose one of: {', '.join(MODELS)}")
+        if not s.lam >= 0:
+            raise LRRError(f"--lam must be >= 0, got {s.lam}")
+        if not s.smooth >= 0:
+            raise LRRError(f"--smooth must be >= 0, got {s.smooth}")
+        if not (0 < s.noise_end <= s.noise_start):
+            raise LRRError(f"need 0 < noise_end <= noise_start, got {s.noise_end} and {s.noise_start}")
+        for name in ("iters", "patch", "group", "stride", "window", "regroup_every"):
+            if getattr(s, name) < 1:
+                raise LRRError(f"{name} must be >= 1, got {getattr(s, name)}")
 
 
 def push_pull_fill(image: Tensor, fill: Tensor) -> Tensor:
@@ -86,10 +126,54 @@ def push_pull_fill(image: Tensor, fill: Tensor) -> Tensor:
 
 
 def laplacian_energy(x: Tensor) -> Tensor:
-    r""":math:`\sum \|\Delta x\|^2` over interior pixels of ``(C, H, W)`` (replicate borders)."""
+    r""":math:`\sum \|\Delta x\|^2` over all pixels of ``(C, H, W)`` (replicate borders)."""
+    return _laplacian(x).square().sum()
+
+
+def _laplacian(x: Tensor) -> Tensor:
     padded = F.pad(x.unsqueeze(0), (1, 1, 1, 1), mode="replicate")[0]
-    lap = padded[:, :-2, 1:-1] + padded[:, 2:, 1:-1] + padded[:, 1:-1, :-2] + padded[:, 1:-1, 2:] - 4 * x
-    return lap.square().sum()
+    return padded[:, :-2, 1:-1] + padded[:, 2:, 1:-1] + padded[:, 1:-1, :-2] + padded[:, 1:-1, 2:] - 4 * x
+
+
+def biharmonic_fill(image: Tensor, fill: Tensor, *, iters: int = 500, tol: float = 1e-6) -> Tensor:
+    r"""Biharmonic inpainting: :math:`\arg\min \sum_c \|\Delta X_c\|_2^2` over the pixels
+    where ``fill`` is True, the others fixed to ``image``.
+
+    The normal equations :math:`P^\top \Delta^\top \Delta P\,x = -P^\top \Delta^\top \Delta\,y`
+    are solved by conjugate gradients from :func:`push_pull_fill`, for at most ``iters``
+    steps or until the residual norm falls below ``tol`` times its start. ``image``
+    ``(C, H, W)``, ``fill`` bool ``(H, W)``; returns ``(C, H, W)``. Same minimiser as
+    ``skimage.restoration.inpaint_biharmonic`` up to its boundary handling.
+    """
+    free = fill.to(image.dtype)
+    x = push_pull_fill(image, fill)
+
+    def normal(v: Tensor) -> Tensor:
+        return _laplacian_adjoint(_laplacian(v)) * free
+
+    residual = -normal(x)
+    direction = residual.clone()
+    rs = residual.square().sum()
+    stop = tol**2 * rs
+    for _ in range(iters):
+        if rs <= stop:
+            break
+        applied = normal(direction * free)
+        step = rs / (direction * applied).sum().clamp_min(torch.finfo(image.dtype).tiny)
+        x = x + step * direction
+        residual = residual - step * applied
+        rs_next = residual.square().sum()
+        direction = residual + (rs_next / rs) * direction
+        rs = rs_next
+    return torch.where(fill, x, image)
+
+
+def _laplacian_adjoint(y: Tensor) -> Tensor:
+    """Adjoint of :func:`_laplacian` (replicate padding folds border terms back)."""
+    x = torch.zeros_like(y, requires_grad=True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad((_laplacian(x) * y).sum(), x)
+    return grad
 
 
 def inpaint(
@@ -111,6 +195,7 @@ def inpaint(
         ``(result, solve_result)``; ``result[:, ~fill] == image[:, ~fill]`` exactly.
     """
     settings.validate()
+    settings = settings.resolved()
     if image.ndim != 3:
         raise LRRError(f"expected an image of shape (C, H, W), got {tuple(image.shape)}")
     if fill.shape != image.shape[-2:]:
@@ -121,28 +206,97 @@ def inpaint(
         raise LRRError("the mask marks no pixel to fill (is it inverted? see --invert-mask)")
     if missing == fill.numel():
         raise LRRError("the mask marks every pixel as missing: nothing is observed to fill from")
-    reg = settings.regularizer()
-    low_rank = reg if settings.model == "global" else _PatchGroupTerm(reg, settings, fill)
-    observed = image.masked_fill(fill, 0)
-    values = push_pull_fill(image, fill)[:, fill].clone().requires_grad_(True)
+    if not bool(torch.isfinite(image[:, ~fill]).all()):
+        raise LRRError("the image holds NaN/Inf values")
+    image = image.masked_fill(fill, 0)
+    start = biharmonic_fill(image, fill)
+    solve = _threshold if settings.solver == "threshold" else _adam
+    out, result = solve(image, fill, start, settings, callback)
+    with torch.no_grad():
+        out = torch.where(fill, out.clamp(0, 1), image)
+    return out, result
+
+
+def _adam(
+    image: Tensor, fill: Tensor, start: Tensor, s: InpaintSettings, callback: Callable[[Progress], None] | None
+) -> tuple[Tensor, SolveResult]:
+    reg = s.regularizer()
+    low_rank = reg if s.model == "global" else _PatchGroupTerm(reg, s, fill)
+    values = start[:, fill].clone().requires_grad_(True)
 
     def assemble() -> Tensor:
-        x = observed.clone()
+        x = image.clone()
         x[:, fill] = values
         return x
 
     def objective() -> Tensor:
         x = assemble()
-        loss = settings.smooth * laplacian_energy(x)
-        if settings.lam > 0:
-            loss = loss + settings.lam * low_rank(x)
+        loss = s.smooth * laplacian_energy(x)
+        if s.lam > 0:
+            loss = loss + s.lam * low_rank(x)
         return loss
 
-    result = minimize(objective, [values], iters=settings.iters, lr=settings.lr, callback=callback)
+    result = minimize(objective, [values], iters=s.iters, lr=s.lr, callback=callback)
     with torch.no_grad():
-        out = assemble().clamp(0, 1)
-        out = torch.where(fill, out, image)
-    return out, result
+        return assemble(), result
+
+
+def _threshold(
+    image: Tensor, fill: Tensor, start: Tensor, s: InpaintSettings, callback: Callable[[Progress], None] | None
+) -> tuple[Tensor, SolveResult]:
+    """Projected reweighted thresholding; ``loss`` in the result is the RMS change of the
+    missing pixels in the last step (a fixed-point residual, not an objective)."""
+    penalty = s.regularizer().function.penalty
+    began = time.perf_counter()
+    x = start
+    groups_of: _PatchGroups | None = None
+    history: list[tuple[int, float]] = []
+    change = math.nan
+    for step in range(s.iters):
+        delta = s.noise_start * (s.noise_end / s.noise_start) ** (step / max(s.iters - 1, 1))
+        if s.model == "global":
+            groups, mean, target = x, 0, fill
+        else:
+            if step % s.regroup_every == 0:
+                groups_of = _PatchGroups(x, fill, s)
+            groups, target = groups_of.gather(x), groups_of.target
+            mean = groups.mean(dim=-2, keepdim=True)
+        size = min(groups.shape[-2:])
+        shrunk = reweighted_threshold(groups - mean, penalty, s.lam * math.sqrt(size) * delta**2, size * delta**2)
+        estimate = shrunk + mean if s.model == "global" else groups_of.average(shrunk + mean)
+        updated = torch.where(target, estimate, x)
+        change = float((updated - x)[:, fill].square().mean().sqrt())
+        x = updated
+        history.append((step + 1, change))
+        if callback is not None:
+            callback(Progress(step + 1, s.iters, change, delta))
+    return x, SolveResult(s.iters, change, False, time.perf_counter() - began, history)
+
+
+class _PatchGroups:
+    """Groups of similar patches found on ``x``: gathers them from an image and averages
+    patch estimates back. ``target`` (bool ``(H, W)``): missing pixels some group covers."""
+
+    def __init__(self, x: Tensor, fill: Tensor, s: InpaintSettings) -> None:
+        self.patch, self.shape = s.patch, x.shape
+        self.index = group_indices(x, patch=s.patch, group=s.group, stride=s.stride, window=s.window, select=fill)
+        H, W = x.shape[-2:]
+        self.rows = (H - s.patch + 1) * (W - s.patch + 1)
+        flat = self.index.reshape(-1)
+        count = x.new_zeros(self.rows).index_add_(0, flat, x.new_ones(flat.numel()))
+        covered = F.fold(count.expand(s.patch**2, self.rows).unsqueeze(0), (H, W), s.patch)[0]  # (1, H, W)
+        self.target = fill & (covered[0] > 0)
+        self.weight = 1 / covered.clamp_min(1)
+
+    def gather(self, x: Tensor) -> Tensor:
+        """``(G, K, C p^2)`` patch groups of ``x``."""
+        return all_patches(x, self.patch)[self.index]
+
+    def average(self, groups: Tensor) -> Tensor:
+        """Mean over every group estimate of each pixel, ``(C, H, W)`` (0 where uncovered)."""
+        D = groups.shape[-1]
+        total = groups.new_zeros(self.rows, D).index_add_(0, self.index.reshape(-1), groups.reshape(-1, D))
+        return F.fold(total.mT.unsqueeze(0), self.shape[-2:], self.patch)[0] * self.weight
 
 
 class _PatchGroupTerm:

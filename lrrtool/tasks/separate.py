@@ -2,34 +2,67 @@ r"""Background/foreground separation of a video, robust-PCA style.
 
 With frames as columns, :math:`V \in \mathbb{R}^{D \times T}` (``D`` = pixels x channels),
 
-.. math:: \min_X \; \tfrac{1}{DT}\|V - X\|_1 + \lambda\, R(X)
+.. math:: \min_X \; \|V - X\|_1 + \lambda'\, R(X)
 
 ``X`` is the low-rank background and ``V - X`` the sparse foreground. The Gram matrix is
-only ``T x T``, so even the exact estimator is cheap. ``λ`` defaults to the robust-PCA
-choice :math:`1/\sqrt{\max(D, T)}` scaled to the per-entry mean of the L1 term.
+only ``T x T``, so exact spectra are cheap. Two solvers:
+
+- ``threshold`` (default): the inexact augmented Lagrangian method of robust PCA (Lin,
+  Chen & Ma 2010) for :math:`R(L) + \mu\|S\|_1` s.t. :math:`V = L + S`, whose singular-value
+  step is :func:`lrrtool.core.prox.reweighted_threshold` through the ``T x T`` Gram matrix
+  (``reg=nuclear`` is exactly PCP; other penalties reweight it, as IRNN does). The
+  sparsity weight is robust PCA's :math:`\mu = 1/\sqrt{\max(D, T)}`, scaled by ``lam``.
+- ``adam``: the EDLRR paper's route, Adam on :math:`\frac{1}{DT}\|V - X\|_1 + \lambda R(X)`
+  with any estimator (:func:`default_lambda` is the same robust-PCA balance).
+
+Chunks: a long video is solved chunk by chunk; ``memory`` (background frames of the
+previous chunk) is appended as extra columns, so the background carries across chunks.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from lrrtool.core import Progress, SolveResult, minimize
+from lrrtool.core.prox import reweighted_threshold
 from lrrtool.errors import LRRError
 from lrrtool.tasks.settings import RegularizerSettings
+
+SOLVERS = ("threshold", "adam")
+#: Copies of the ``D x T`` chunk each solver holds at once (for chunk sizing).
+WORKING_COPIES = {"threshold": 6, "adam": 7}
 
 
 @dataclass(frozen=True)
 class SeparateSettings(RegularizerSettings):
+    """``lam``: None = robust PCA's balance (see the module docstring); for ``threshold``
+    a number multiplies that default, for ``adam`` it is the weight itself. ``iters`` None:
+    100 (threshold, stops earlier at relative residual ``tol``) or 300 (adam)."""
+
     lam: float | None = None
-    iters: int = 300
+    solver: str = "threshold"
+    iters: int | None = None
     lr: float = 0.01
-    #: Foreground mask threshold, in units of the median absolute residual.
+    tol: float = 1e-5
+    #: Foreground mask threshold, in units of the residual's robust std (1.4826 x median).
     threshold: float = 4.0
+
+    default_iters: ClassVar[dict[str, int]] = {"threshold": 100, "adam": 300}
+
+    def validate(self) -> None:
+        if self.solver not in SOLVERS:
+            raise LRRError(f"unknown solver {self.solver!r}; choose one of: {', '.join(SOLVERS)}")
+        if self.lam is not None and not self.lam > 0:
+            raise LRRError(f"--lam must be > 0, got {self.lam}")
+        if self.iters is not None and self.iters < 1:
+            raise LRRError(f"--iters must be >= 1, got {self.iters}")
 
 
 def default_lambda(pixels: int, frames: int) -> float:
@@ -42,7 +75,7 @@ def separate(
     frames: Tensor,
     settings: SeparateSettings = SeparateSettings(),
     *,
-    background: Tensor | None = None,
+    memory: Tensor | None = None,
     callback: Callable[[Progress], None] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, SolveResult]:
     """Split ``frames`` ``(T, C, H, W)`` in ``[0, 1]`` into background, foreground, mask.
@@ -50,35 +83,86 @@ def separate(
     Args:
         frames: the video chunk.
         settings: see :class:`SeparateSettings`.
-        background: optional start ``(C, H, W)`` (the previous chunk's median background).
+        memory: optional ``(M, C, H, W)`` background frames of the previous chunk, solved
+            with the chunk as extra columns (not returned).
         callback: solver progress.
 
     Returns:
         ``(background (T,C,H,W), foreground (T,C,H,W) = frames - background, mask (T,H,W)
         bool, result)``. A pixel is foreground when its residual, maximised over channels,
-        exceeds ``threshold`` times the median absolute residual of the chunk (a robust
-        noise scale), and at least 2/255.
+        exceeds ``threshold`` times the residual's robust standard deviation over the chunk
+        (1.4826 x its median), and at least 2/255.
     """
-    if frames.ndim != 4 or frames.shape[0] < 2:
-        raise LRRError(f"need at least 2 frames of shape (T, C, H, W), got {tuple(frames.shape)}")
+    settings.validate()
+    if frames.ndim != 4 or frames.shape[0] < 1:
+        raise LRRError(f"need frames of shape (T, C, H, W), got {tuple(frames.shape)}")
     T = frames.shape[0]
-    V = frames.reshape(T, -1).mT  # (D, T)
-    D = V.shape[0]
-    lam = default_lambda(D, T) if settings.lam is None else settings.lam
-    if not lam > 0:
-        raise LRRError(f"--lam must be > 0, got {lam}")
-    reg = settings.regularizer()
-    start = V.median(dim=1, keepdim=True).values.expand(D, T) if background is None else background.reshape(D, 1)
-    X = start.expand(D, T).clone().requires_grad_(True)
+    stack = frames if memory is None else torch.cat([frames, memory.to(frames)])
+    if stack.shape[0] < 2:
+        stack = torch.cat([stack, stack])
+    V = stack.reshape(stack.shape[0], -1).mT  # (D, T')
+    if settings.solver == "threshold":
+        X, result = _ialm(V, settings, callback)
+    else:
+        X, result = _adam(V, settings, callback)
+    with torch.no_grad():
+        bg = X[:, :T].clamp(0, 1).mT.reshape(frames.shape)
+        fg = frames - bg
+        residual = fg.abs().amax(dim=1)
+        noise = 1.4826 * residual.median()  # robust std of the residual (MAD)
+        mask = residual > torch.clamp(settings.threshold * noise, min=2 / 255)
+    return bg, fg, mask, result
+
+
+def _adam(V: Tensor, s: SeparateSettings, callback: Callable[[Progress], None] | None) -> tuple[Tensor, SolveResult]:
+    D, T = V.shape
+    lam = default_lambda(D, T) if s.lam is None else s.lam
+    reg = s.regularizer()
+    X = V.median(dim=1, keepdim=True).values.expand(D, T).clone().requires_grad_(True)
 
     def objective() -> Tensor:
         return (V - X).abs().mean() + lam * reg(X)
 
-    result = minimize(objective, [X], iters=settings.iters, lr=settings.lr, callback=callback)
-    with torch.no_grad():
-        bg = X.clamp(0, 1).mT.reshape(frames.shape)
-        fg = frames - bg
-        residual = fg.abs().amax(dim=1)
-        scale = residual.median()
-        mask = residual > torch.clamp(settings.threshold * scale, min=2 / 255)
-    return bg, fg, mask, result
+    result = minimize(objective, [X], iters=s.iters or s.default_iters["adam"], lr=s.lr, callback=callback)
+    return X.detach(), result
+
+
+def _ialm(V: Tensor, s: SeparateSettings, callback: Callable[[Progress], None] | None) -> tuple[Tensor, SolveResult]:
+    r"""Inexact ALM (Lin et al. 2010, Algorithm 5) with the penalty's reweighted threshold.
+
+    ``L = prox_{R/mu}(V - S + Y/mu)``, ``S = shrink_{w/mu}(V - L + Y/mu)``,
+    ``Y += mu (V - L - S)``, ``mu *= 1.5`` up to ``1e7 mu_0``; stops when
+    ``||V - L - S||_F <= tol ||V||_F``. Holds ``V, L, S, Y`` and one temporary.
+    """
+    began = time.perf_counter()
+    D, T = V.shape
+    penalty = s.regularizer().function.penalty
+    weight = (s.lam or 1.0) / math.sqrt(max(D, T))
+    spectral = torch.linalg.eigvalsh(V.mT @ V)[-1].clamp_min(0).sqrt()
+    if not float(spectral) > 0:
+        raise LRRError("the video is blank (all frames zero): nothing to separate")
+    norm_v = V.norm()
+    mu = 1.25 / spectral
+    mu_max = mu * 1e7
+    Y = V / torch.maximum(spectral, V.abs().max() / weight)
+    S = torch.zeros_like(V)
+    iters = s.iters or s.default_iters["threshold"]
+    history: list[tuple[int, float]] = []
+    residual = math.inf
+    step = 0
+    for step in range(1, iters + 1):
+        L = reweighted_threshold(V - S + Y / mu, penalty, 1 / mu)
+        S = V - L + Y / mu
+        S = S.sign() * (S.abs() - weight / mu).clamp_min(0)
+        Z = V - L - S
+        Y = Y + mu * Z
+        mu = torch.clamp(mu * 1.5, max=mu_max)
+        residual = float(Z.norm() / norm_v)
+        if not math.isfinite(residual):
+            raise LRRError(f"robust PCA diverged at iteration {step} (NaN/Inf); try --solver adam or another --reg")
+        history.append((step, residual))
+        if callback is not None:
+            callback(Progress(step, iters, residual, float(1 / mu)))
+        if residual <= s.tol:
+            break
+    return L, SolveResult(step, residual, residual <= s.tol, time.perf_counter() - began, history)
