@@ -429,9 +429,9 @@ def separate(
     |S|_1 / sqrt(max(D, T)) against R(L) (D values per frame, T frames); --lam scales
     that for --solver threshold and is the weight of R for --solver adam. Colour: all
     channels of a frame form one column. Writes background.mp4, foreground.mp4
-    (|V - X|, brightened 4x) and mask.mp4 (white where the residual, maxed over
-    channels, exceeds 4 robust standard deviations, 4 x 1.4826 x its median over the
-    chunk, and 2/255).
+    (|V - X|, brightened 4x) and mask.mp4 (white = foreground: the residual, maxed over
+    channels, above 4 robust standard deviations (1.4826 x its median over the chunk),
+    grown into neighbours above 2.5 of them: hysteresis, as in Canny).
     """
     from lrrtool import media
     from lrrtool.tasks.separate import WORKING_COPIES, SeparateSettings

@@ -24,6 +24,14 @@ from lrrtool.errors import LRRError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 
 
+def _summary(error: BaseException) -> str:
+    """A library error in one line: its first line and, for multi-line reports such as
+    ffmpeg's stderr, the last line (where ffmpeg states the cause)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if len(lines) < 2 else f"{lines[0]} ... {lines[-1]}"
+    return f"{error.__class__.__name__}: {text}"
+
+
 def _open(path: Path) -> Image.Image:
     path = Path(path)
     if not path.exists():
@@ -34,7 +42,7 @@ def _open(path: Path) -> Image.Image:
         image = Image.open(path)
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise LRRError(f"{path}: not a readable image ({error.__class__.__name__}: {error})") from None
+        raise LRRError(f"{path}: not a readable image ({_summary(error)})") from None
     return image
 
 
@@ -160,7 +168,7 @@ def write_image(path: str | Path, image: torch.Tensor, *, protect: Iterable[str 
         try:
             Image.fromarray(array).save(tmp, format=fmt)
         except OSError as error:
-            raise LRRError(f"{path}: cannot write ({error})") from None
+            raise LRRError(f"{path}: cannot write ({_summary(error)})") from None
     return path
 
 
@@ -217,7 +225,7 @@ def read_video_chunks(
             reader = imageio.get_reader(path, format="ffmpeg" if path.suffix.lower() != ".gif" else None)
             meta = reader.get_meta_data()
         except Exception as error:  # imageio raises many types for unreadable input
-            raise LRRError(f"{path}: not a readable video ({error.__class__.__name__}: {error})") from None
+            raise LRRError(f"{path}: not a readable video ({_summary(error)})") from None
         fps = float(meta.get("fps") or (meta.get("duration") and 1000 / meta["duration"]) or 25.0)
         width, height = meta.get("size") or meta.get("source_size") or (0, 0)
         target = _target_size(width, height, scale, size) if width else size
@@ -257,7 +265,7 @@ def _safe_frames(reader, path: Path):
     try:
         yield from reader
     except (RuntimeError, OSError, ValueError) as error:
-        raise LRRError(f"{path}: cannot decode the video ({error})") from None
+        raise LRRError(f"{path}: cannot decode the video ({_summary(error)})") from None
     finally:
         reader.close()
 

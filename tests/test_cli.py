@@ -214,6 +214,7 @@ def test_separate_streams_a_long_clip_in_bounded_chunks(tmp_path, monkeypatch):
         ("missing", "no such file"),
         ("noframes", "no frames to process"),
         ("toolarge", "do not fit --memory-gib"),
+        ("truncated", "video"),
     ],
 )
 def test_separate_bad_input(tmp_path, make, message):
@@ -228,11 +229,14 @@ def test_separate_bad_input(tmp_path, make, message):
     elif make == "noframes":
         shutil.copy(SAMPLES / "pedestrians.mp4", video)
         args += ["--start", "1000"]
+    elif make == "truncated":  # a real header, the stream cut off: the codec cannot decode it
+        video.write_bytes((SAMPLES / "pedestrians.mp4").read_bytes()[:3000])
     elif make == "toolarge":
         shutil.copy(SAMPLES / "pedestrians.mp4", video)
         args += ["--size", "3840x2160", "--memory-gib", "0.25"]
     result = runner.invoke(app, args)
     assert result.exit_code != 0 and message in result.output.replace("\n", " "), result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_denoise_grey_and_bad_sigma(small):

@@ -8,7 +8,7 @@ from lrrtool.core import minimize
 from lrrtool.metrics import psnr
 from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma
 from lrrtool.tasks.inpaint import InpaintSettings, biharmonic_fill, inpaint, push_pull_fill
-from lrrtool.tasks.separate import SeparateSettings, separate
+from lrrtool.tasks.separate import SeparateSettings, foreground_mask, separate
 
 
 def test_low_rank_matrix_recovered_from_half_its_entries():
@@ -119,3 +119,14 @@ def test_inpaint_settings_resolve_per_solver_defaults_and_refuse_bad_values():
     for bad in ({"solver": "sgd"}, {"lam": -1.0}, {"noise_end": 0.0}, {"patch": 0}, {"iters": 0}):
         with pytest.raises(LRRError):
             InpaintSettings(**bad).validate()
+
+
+def test_foreground_mask_grows_from_strong_seeds_only():
+    g = torch.Generator().manual_seed(0)
+    residual = 0.01 * torch.randn(1, 1, 40, 40, generator=g)
+    residual[0, 0, 10:20, 10:20] = 0.035  # faint rim, 3.5 noise stds: kept, it touches the core
+    residual[0, 0, 13:17, 13:17] = 0.2  # strong core
+    residual[0, 0, 30:33, 30:33] = 0.035  # equally faint but isolated: dropped
+    mask = foreground_mask(residual)[0]
+    assert mask[10:20, 10:20].all() and not mask[30:33, 30:33].any()
+    assert mask.sum() < 100 + 15  # a few noise pixels at most

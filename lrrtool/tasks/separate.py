@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lrrtool.core import Progress, SolveResult, minimize
@@ -51,8 +52,10 @@ class SeparateSettings(RegularizerSettings):
     iters: int | None = None
     lr: float = 0.01
     tol: float = 1e-5
-    #: Foreground mask threshold, in units of the residual's robust std (1.4826 x median).
+    #: Foreground mask: seed and growth thresholds, in units of the residual's robust std
+    #: (see :func:`foreground_mask`).
     threshold: float = 4.0
+    grow: float = 2.5
 
     default_iters: ClassVar[dict[str, int]] = {"threshold": 100, "adam": 300}
 
@@ -89,9 +92,7 @@ def separate(
 
     Returns:
         ``(background (T,C,H,W), foreground (T,C,H,W) = frames - background, mask (T,H,W)
-        bool, result)``. A pixel is foreground when its residual, maximised over channels,
-        exceeds ``threshold`` times the residual's robust standard deviation over the chunk
-        (1.4826 x its median), and at least 2/255.
+        bool (see :func:`foreground_mask`), result)``.
     """
     settings.validate()
     if frames.ndim != 4 or frames.shape[0] < 1:
@@ -108,10 +109,25 @@ def separate(
     with torch.no_grad():
         bg = X[:, :T].clamp(0, 1).mT.reshape(frames.shape)
         fg = frames - bg
-        residual = fg.abs().amax(dim=1)
-        noise = 1.4826 * residual.median()  # robust std of the residual (MAD)
-        mask = residual > torch.clamp(settings.threshold * noise, min=2 / 255)
+        mask = foreground_mask(fg, settings.threshold, settings.grow)
     return bg, fg, mask, result
+
+
+def foreground_mask(foreground: Tensor, threshold: float = 4.0, grow: float = 2.5, steps: int = 10) -> Tensor:
+    r"""Binary mask ``(T, H, W)`` of a sparse part ``(T, C, H, W)`` by hysteresis.
+
+    ``r`` = ``|foreground|`` maximised over channels; :math:`\hat s = 1.4826\,
+    \mathrm{median}(r)` its robust standard deviation over the chunk. Pixels with
+    ``r > threshold * s`` (and > 2/255) are seeds; the mask then grows ``steps`` times
+    into 8-neighbours with ``r > grow * s`` (and > 1/255), as Canny's edge hysteresis does.
+    """
+    residual = foreground.abs().amax(dim=1)
+    noise = 1.4826 * residual.median()
+    mask = residual > torch.clamp(threshold * noise, min=2 / 255)
+    candidates = residual > torch.clamp(grow * noise, min=1 / 255)
+    for _ in range(steps):
+        mask = (F.max_pool2d(mask.unsqueeze(1).to(residual.dtype), 3, 1, 1).squeeze(1) > 0) & candidates
+    return mask
 
 
 def _adam(V: Tensor, s: SeparateSettings, callback: Callable[[Progress], None] | None) -> tuple[Tensor, SolveResult]:
