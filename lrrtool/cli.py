@@ -559,7 +559,13 @@ def denoise(
     report: ReportOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Remove Gaussian noise with a low-rank prior on groups of similar patches."""
+    """Remove Gaussian noise with a low-rank prior on groups of similar patches.
+
+    WNNM-style iterations (8 steps): groups of 48 similar 6x6 patches (colour channels
+    jointly) are shrunk by reweighted singular-value thresholding with weights h' of
+    --reg (default lnn, WNNM's weighting), with the noise fed back and re-estimated.
+    --sigma auto estimates the noise by the wavelet MAD rule and reports it.
+    """
     from lrrtool import media
     from lrrtool.metrics import psnr, ssim
     from lrrtool.tasks.denoise import DenoiseSettings, estimate_sigma
@@ -568,6 +574,11 @@ def denoise(
     opts = common(reg, lam, gamma, p, iters, lr, estimator, device, dtype, seed, report, quiet)
     with user_errors():
         settings = DenoiseSettings(**{**asdict(DenoiseSettings()), **opts.overrides()})
+        settings.validate()
+        settings = settings.resolved()
+        if settings.solver == "threshold" and (lr is not None or estimator != EstimatorName.auto):
+            raise LRRError("--lr and --estimator apply to the adam solver only (threshold uses exact spectra)")
+        settings.regularizer()
         if sigma != "auto":
             try:
                 sigma_value = float(sigma)

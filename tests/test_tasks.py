@@ -109,7 +109,8 @@ def test_task_settings_share_one_regularizer_factory_and_seed_the_probes():
     reg = SeparateSettings(estimator="stochastic", seed=3).regularizer()
     assert reg.estimator.generator.initial_seed() == 3
     assert InpaintSettings().regularizer().function.penalty.gamma == 1e-3  # inpaint's default gamma
-    assert DenoiseSettings(reg="laplace").regularizer().function.penalty.gamma == 1.0  # the penalty's own
+    assert SeparateSettings(reg="laplace").regularizer().function.penalty.gamma == 1.0  # the penalty default
+    assert DenoiseSettings(reg="laplace").regularizer().function.penalty.gamma == 1e-3  # denoise default
     InpaintSettings(reg="nuclear").regularizer()  # no gamma forced on a penalty without one
 
 

@@ -37,7 +37,9 @@ def penalty_slope(penalty: Penalty, sigma: Tensor) -> Tensor:
     return torch.nan_to_num(slope, nan=torch.inf)
 
 
-def reweighted_threshold(S: Tensor, penalty: Penalty, tau: Tensor | float, debias: Tensor | float = 0.0) -> Tensor:
+def reweighted_threshold(
+    S: Tensor, penalty: Penalty, tau: Tensor | float, debias: Tensor | float = 0.0, refine: int = 0
+) -> Tensor:
     r"""One reweighted singular-value thresholding step (see the module docstring).
 
     Args:
@@ -45,6 +47,9 @@ def reweighted_threshold(S: Tensor, penalty: Penalty, tau: Tensor | float, debia
         penalty: supplies ``h'``.
         tau: threshold scale :math:`\tau \ge 0`, a float or broadcastable to ``(...)``.
         debias: :math:`\beta \ge 0`, subtracted from :math:`\sigma^2` before ``h'`` is taken.
+        refine: fixed-point steps :math:`s \leftarrow \max(\sigma - \tau h'(s), 0)` after
+            the first, moving the weights to the shrunk values themselves: the stationary
+            point that WNNM's closed form gives for ``lnn`` (0 = one reweighted step).
 
     Returns:
         The shrunk matrices, shape ``(..., m, n)``. Not differentiable (detached).
@@ -60,8 +65,10 @@ def reweighted_threshold(S: Tensor, penalty: Penalty, tau: Tensor | float, debia
     if debias.ndim:
         debias = debias.unsqueeze(-1)
     estimate = (sigma.square() - debias).clamp_min(0).sqrt()
-    weight = torch.where(tau > 0, tau * penalty_slope(penalty, estimate), 0)
-    shrunk = (sigma - weight).clamp_min(0)
+    for _ in range(1 + refine):
+        weight = torch.where(tau > 0, tau * penalty_slope(penalty, estimate), 0)
+        shrunk = (sigma - weight).clamp_min(0)
+        estimate = shrunk
     ratio = torch.where(sigma > 0, shrunk / sigma.clamp_min(torch.finfo(S.dtype).tiny), 0)
     out = T @ ((V * ratio.unsqueeze(-2)) @ V.mT)
     return out.mT if transposed else out

@@ -1,33 +1,79 @@
 r"""Gaussian denoising with a low-rank prior on groups of similar patches.
 
-.. math:: \min_X \; \frac{1}{2\sigma^2}\|X - Y\|_F^2 + \lambda \sum_g R\big(G_g(X) - \bar G_g(X)\big)
-
 ``Y`` is the noisy image, ``σ`` the noise level (in ``[0, 1]`` units here), ``G_g`` a
-``K x D`` group of similar patches (found once on the noisy image), centred by its mean.
+``K x D`` group of similar patches, centred by its mean patch. Two solvers:
+
+- ``threshold`` (default): WNNM's scheme (Gu et al. 2014) with any penalty. Each step
+  feeds back the noise removed so far, :math:`Y_k = X_{k-1} + \delta (Y - X_{k-1})`,
+  re-estimates the remaining noise :math:`\sigma_k = \rho\sqrt{\max(\sigma^2 -
+  \mathrm{mean}(Y - Y_k)^2, 0)}` (:math:`\sigma_1 = \sigma`), shrinks every group of
+  :math:`Y_k` with :func:`lrrtool.core.prox.reweighted_threshold` (threshold
+  :math:`\lambda\sqrt{K}\sigma_k^2`, weights :math:`h'(\hat\sigma)` with
+  :math:`\hat\sigma^2 = \max(\sigma^2 - K\sigma_k^2, 0)`; ``reg=lnn`` is exactly WNNM's
+  weighting) and averages the patches back.
+- ``adam``: the paper's route, Adam on
+  :math:`\frac{1}{2\sigma^2}\|X - Y\|_F^2 + \lambda' \sum_g R(G_g(X) - \bar G_g(X))`.
+
+Colour: all channels of a patch form one vector (one low-rank structure per group).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from torch import Tensor
 
 from lrrtool.core import Progress, SolveResult, minimize
+from lrrtool.core.prox import reweighted_threshold
 from lrrtool.errors import LRRError
-from lrrtool.tasks.patches import all_patches, group_indices
+from lrrtool.tasks.patches import PatchGroups, all_patches, group_indices
 from lrrtool.tasks.settings import RegularizerSettings
+
+SOLVERS = ("threshold", "adam")
+#: Per-solver defaults of the settings left as None: lam, iters.
+SOLVER_DEFAULTS = {"threshold": (2.8, 8), "adam": (1.0, 150)}
 
 
 @dataclass(frozen=True)
 class DenoiseSettings(RegularizerSettings):
-    lam: float = 1.0
-    iters: int = 150
+    """Settings of :func:`denoise`; ``lam`` and ``iters`` None take the solver's default."""
+
+    reg: str = "lnn"
+    lam: float | None = None
+    solver: str = "threshold"
+    iters: int | None = None
     lr: float = 0.01
     patch: int = 6
-    group: int = 16
-    stride: int = 3
-    window: int = 10
+    group: int = 48
+    stride: int = 4
+    window: int = 15
+    regroup_every: int = 2
+    search_step: int = 2
+    feedback: float = 0.1
+    rescale: float = 0.54
+    refine: int = 0
+
+    default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
+
+    def resolved(self) -> DenoiseSettings:
+        if self.solver not in SOLVERS:
+            raise LRRError(f"unknown solver {self.solver!r}; choose one of: {', '.join(SOLVERS)}")
+        lam, iters = SOLVER_DEFAULTS[self.solver]
+        return replace(
+            self, lam=lam if self.lam is None else self.lam, iters=iters if self.iters is None else self.iters
+        )
+
+    def validate(self) -> None:
+        s = self.resolved()
+        if not s.lam >= 0:
+            raise LRRError(f"--lam must be >= 0, got {s.lam}")
+        for name in ("iters", "patch", "group", "stride", "window", "regroup_every"):
+            if getattr(s, name) < 1:
+                raise LRRError(f"{name} must be >= 1, got {getattr(s, name)}")
 
 
 def estimate_sigma(image: Tensor) -> float:
@@ -45,23 +91,67 @@ def denoise(
     *,
     callback: Callable[[Progress], None] | None = None,
 ) -> tuple[Tensor, SolveResult]:
-    """Denoise ``noisy`` ``(C, H, W)`` in ``[0, 1]`` with noise level ``sigma`` (``[0, 1]`` units)."""
+    """Denoise ``noisy`` ``(C, H, W)`` in ``[0, 1]`` with noise level ``sigma`` (``[0, 1]`` units).
+
+    Returns ``(clean (C, H, W) in [0, 1], solve_result)``.
+    """
     if not sigma > 0:
         raise LRRError(f"the noise level must be > 0, got {sigma}")
-    if not settings.lam >= 0:
-        raise LRRError(f"--lam must be >= 0, got {settings.lam}")
-    reg = settings.regularizer()
-    index = group_indices(
-        noisy, patch=settings.patch, group=settings.group, stride=settings.stride, window=settings.window
-    )
+    settings.validate()
+    settings = settings.resolved()
+    if noisy.ndim != 3:
+        raise LRRError(f"expected an image of shape (C, H, W), got {tuple(noisy.shape)}")
+    if min(noisy.shape[-2:]) < settings.patch:
+        raise LRRError(f"the image ({noisy.shape[-1]}x{noisy.shape[-2]}) is smaller than one patch")
+    solve = _threshold if settings.solver == "threshold" else _adam
+    clean, result = solve(noisy, sigma, settings, callback)
+    return clean.clamp(0, 1), result
+
+
+def _threshold(
+    noisy: Tensor, sigma: float, s: DenoiseSettings, callback: Callable[[Progress], None] | None
+) -> tuple[Tensor, SolveResult]:
+    """WNNM iterations; ``loss`` in the result is the last noise estimate ``sigma_k``."""
+    began = time.perf_counter()
+    penalty = s.regularizer().function.penalty
+    x = noisy
+    groups_of: PatchGroups | None = None
+    level = sigma
+    history: list[tuple[int, float]] = []
+    for step in range(s.iters):
+        y = x + s.feedback * (noisy - x)
+        if step:
+            level = s.rescale * math.sqrt(max(sigma**2 - float((noisy - y).square().mean()), 0.0))
+        if step % s.regroup_every == 0:
+            groups_of = PatchGroups(
+                y, patch=s.patch, group=s.group, stride=s.stride, window=s.window, search_step=s.search_step
+            )
+        groups = groups_of.gather(y)
+        mean = groups.mean(dim=-2, keepdim=True)
+        K = groups.shape[-2]
+        tau = s.lam * math.sqrt(K) * level**2
+        shrunk = reweighted_threshold(groups - mean, penalty, tau, K * level**2, refine=s.refine)
+        x = groups_of.average(shrunk + mean)
+        x = x.where(groups_of.covered, y)
+        history.append((step + 1, level))
+        if callback is not None:
+            callback(Progress(step + 1, s.iters, level, s.feedback))
+    return x, SolveResult(s.iters, level, False, time.perf_counter() - began, history)
+
+
+def _adam(
+    noisy: Tensor, sigma: float, s: DenoiseSettings, callback: Callable[[Progress], None] | None
+) -> tuple[Tensor, SolveResult]:
+    reg = s.regularizer()
+    index = group_indices(noisy, patch=s.patch, group=s.group, stride=s.stride, window=s.window)
     X = noisy.clone().requires_grad_(True)
     # lam is relative to the noise: the penalty weight grows with sigma like the data term shrinks.
-    weight = settings.lam * sigma * (settings.patch**2 * noisy.shape[0]) ** 0.5
+    weight = s.lam * sigma * (s.patch**2 * noisy.shape[0]) ** 0.5
 
     def objective() -> Tensor:
-        rows = all_patches(X, settings.patch)[index]
+        rows = all_patches(X, s.patch)[index]
         fidelity = (X - noisy).square().sum() / (2 * sigma**2)
         return fidelity + weight / sigma**2 * reg(rows - rows.mean(dim=1, keepdim=True))
 
-    result = minimize(objective, [X], iters=settings.iters, lr=settings.lr, callback=callback)
-    return X.detach().clamp(0, 1), result
+    result = minimize(objective, [X], iters=s.iters, lr=s.lr, callback=callback)
+    return X.detach(), result

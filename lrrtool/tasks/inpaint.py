@@ -43,7 +43,7 @@ from torch import Tensor
 from lrrtool.core import LowRankRegularizer, Progress, SolveResult, minimize
 from lrrtool.core.prox import reweighted_threshold
 from lrrtool.errors import LRRError
-from lrrtool.tasks.patches import all_patches, group_indices
+from lrrtool.tasks.patches import PatchGroups, all_patches, group_indices
 from lrrtool.tasks.settings import RegularizerSettings
 
 MODELS = ("patches", "global")
@@ -249,7 +249,7 @@ def _threshold(
     penalty = s.regularizer().function.penalty
     began = time.perf_counter()
     x = start
-    groups_of: _PatchGroups | None = None
+    groups_of: PatchGroups | None = None
     history: list[tuple[int, float]] = []
     change = math.nan
     for step in range(s.iters):
@@ -258,8 +258,8 @@ def _threshold(
             groups, mean, target = x, 0, fill
         else:
             if step % s.regroup_every == 0:
-                groups_of = _PatchGroups(x, fill, s)
-            groups, target = groups_of.gather(x), groups_of.target
+                groups_of = PatchGroups(x, patch=s.patch, group=s.group, stride=s.stride, window=s.window, select=fill)
+            groups, target = groups_of.gather(x), fill & groups_of.covered
             mean = groups.mean(dim=-2, keepdim=True)
         size = min(groups.shape[-2:])
         shrunk = reweighted_threshold(groups - mean, penalty, s.lam * math.sqrt(size) * delta**2, size * delta**2)
@@ -271,32 +271,6 @@ def _threshold(
         if callback is not None:
             callback(Progress(step + 1, s.iters, change, delta))
     return x, SolveResult(s.iters, change, False, time.perf_counter() - began, history)
-
-
-class _PatchGroups:
-    """Groups of similar patches found on ``x``: gathers them from an image and averages
-    patch estimates back. ``target`` (bool ``(H, W)``): missing pixels some group covers."""
-
-    def __init__(self, x: Tensor, fill: Tensor, s: InpaintSettings) -> None:
-        self.patch, self.shape = s.patch, x.shape
-        self.index = group_indices(x, patch=s.patch, group=s.group, stride=s.stride, window=s.window, select=fill)
-        H, W = x.shape[-2:]
-        self.rows = (H - s.patch + 1) * (W - s.patch + 1)
-        flat = self.index.reshape(-1)
-        count = x.new_zeros(self.rows).index_add_(0, flat, x.new_ones(flat.numel()))
-        covered = F.fold(count.expand(s.patch**2, self.rows).unsqueeze(0), (H, W), s.patch)[0]  # (1, H, W)
-        self.target = fill & (covered[0] > 0)
-        self.weight = 1 / covered.clamp_min(1)
-
-    def gather(self, x: Tensor) -> Tensor:
-        """``(G, K, C p^2)`` patch groups of ``x``."""
-        return all_patches(x, self.patch)[self.index]
-
-    def average(self, groups: Tensor) -> Tensor:
-        """Mean over every group estimate of each pixel, ``(C, H, W)`` (0 where uncovered)."""
-        D = groups.shape[-1]
-        total = groups.new_zeros(self.rows, D).index_add_(0, self.index.reshape(-1), groups.reshape(-1, D))
-        return F.fold(total.mT.unsqueeze(0), self.shape[-2:], self.patch)[0] * self.weight
 
 
 class _PatchGroupTerm:
