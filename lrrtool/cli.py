@@ -97,6 +97,11 @@ class Common:
     def torch_dtype(self) -> torch.dtype:
         return torch.float64 if self.dtype == "float64" else torch.float32
 
+    def refuse_adam_options(self, solver: str, adam: str = "--solver adam") -> None:
+        """``--lr`` and ``--estimator`` steer Adam only: refuse them with the threshold solver."""
+        if solver == "threshold" and (self.lr is not None or self.estimator != EstimatorName.auto.value):
+            raise LRRError(f"--lr and --estimator apply to {adam} only (threshold uses exact spectra)")
+
     def overrides(self) -> dict:
         """Settings the user gave explicitly (None = keep the command's default)."""
         given = {"reg": self.reg, "lam": self.lam, "gamma": self.gamma, "p": self.p, "iters": self.iters, "lr": self.lr}
@@ -303,8 +308,7 @@ def inpaint(
         )
         settings.validate()
         settings = settings.resolved()
-        if settings.solver == "threshold" and (lr is not None or estimator != EstimatorName.auto):
-            raise LRRError("--lr and --estimator apply to --solver adam only (threshold uses exact spectra)")
+        opts.refuse_adam_options(settings.solver)
         settings.regularizer()  # reject bad --reg/--gamma/--p before any work
         dev, dt = opts.torch_device(), opts.torch_dtype()
         inputs = expand_inputs(images)
@@ -442,8 +446,8 @@ def separate(
         overrides = opts.overrides()
         settings = SeparateSettings(**{**asdict(SeparateSettings()), **overrides, "solver": solver})
         settings.validate()
-        if settings.solver == "threshold" and (lr is not None or estimator != EstimatorName.auto):
-            raise LRRError("--lr and --estimator apply to --solver adam only (threshold uses exact spectra)")
+        settings = settings.resolved()
+        opts.refuse_adam_options(settings.solver)
         settings.regularizer()
         dev, dt = opts.torch_device(), opts.torch_dtype()
         wh = None
@@ -576,8 +580,7 @@ def denoise(
         settings = DenoiseSettings(**{**asdict(DenoiseSettings()), **opts.overrides()})
         settings.validate()
         settings = settings.resolved()
-        if settings.solver == "threshold" and (lr is not None or estimator != EstimatorName.auto):
-            raise LRRError("--lr and --estimator apply to the adam solver only (threshold uses exact spectra)")
+        opts.refuse_adam_options(settings.solver, adam="the adam solver (Python API)")
         settings.regularizer()
         if sigma != "auto":
             try:

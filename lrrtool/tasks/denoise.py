@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import Tensor
@@ -31,20 +31,15 @@ from lrrtool.core import Progress, SolveResult, minimize
 from lrrtool.core.prox import reweighted_threshold
 from lrrtool.errors import LRRError
 from lrrtool.tasks.patches import PatchGroups, all_patches, group_indices
-from lrrtool.tasks.settings import RegularizerSettings
-
-SOLVERS = ("threshold", "adam")
-#: Per-solver defaults of the settings left as None: lam, iters.
-SOLVER_DEFAULTS = {"threshold": (2.8, 8), "adam": (1.0, 150)}
+from lrrtool.tasks.settings import SolverSettings
 
 
 @dataclass(frozen=True)
-class DenoiseSettings(RegularizerSettings):
+class DenoiseSettings(SolverSettings):
     """Settings of :func:`denoise`; ``lam`` and ``iters`` None take the solver's default."""
 
     reg: str = "lnn"
     lam: float | None = None
-    solver: str = "threshold"
     iters: int | None = None
     lr: float = 0.01
     patch: int = 6
@@ -58,22 +53,16 @@ class DenoiseSettings(RegularizerSettings):
     refine: int = 0
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
-
-    def resolved(self) -> DenoiseSettings:
-        if self.solver not in SOLVERS:
-            raise LRRError(f"unknown solver {self.solver!r}; choose one of: {', '.join(SOLVERS)}")
-        lam, iters = SOLVER_DEFAULTS[self.solver]
-        return replace(
-            self, lam=lam if self.lam is None else self.lam, iters=iters if self.iters is None else self.iters
-        )
+    solver_defaults: ClassVar[dict[str, dict[str, object]]] = {
+        "threshold": {"lam": 2.8, "iters": 8},
+        "adam": {"lam": 1.0, "iters": 150},
+    }
+    at_least_one: ClassVar[tuple[str, ...]] = ("iters", "patch", "group", "stride", "window", "regroup_every")
 
     def validate(self) -> None:
-        s = self.resolved()
-        if not s.lam >= 0:
-            raise LRRError(f"--lam must be >= 0, got {s.lam}")
-        for name in ("iters", "patch", "group", "stride", "window", "regroup_every"):
-            if getattr(s, name) < 1:
-                raise LRRError(f"{name} must be >= 1, got {getattr(s, name)}")
+        super().validate()
+        if not self.resolved().lam >= 0:
+            raise LRRError(f"--lam must be >= 0, got {self.lam}")
 
 
 def estimate_sigma(image: Tensor) -> float:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -44,26 +44,22 @@ from lrrtool.core import LowRankRegularizer, Progress, SolveResult, minimize
 from lrrtool.core.prox import reweighted_threshold
 from lrrtool.errors import LRRError
 from lrrtool.tasks.patches import PatchGroups, all_patches, group_indices
-from lrrtool.tasks.settings import RegularizerSettings
+from lrrtool.tasks.settings import SolverSettings
 
 MODELS = ("patches", "global")
-SOLVERS = ("threshold", "adam")
-#: Per-solver defaults of the settings left as None: lam, iters, regroup_every.
-SOLVER_DEFAULTS = {"threshold": (4.0, 16, 4), "adam": (0.3, 200, 50)}
 
 
 @dataclass(frozen=True)
-class InpaintSettings(RegularizerSettings):
+class InpaintSettings(SolverSettings):
     """Settings of :func:`inpaint`; the defaults are the measured best (``bench/inpaint.py``).
 
     ``lam``, ``iters`` and ``regroup_every`` left as None take the solver's default
-    (:data:`SOLVER_DEFAULTS`); ``smooth`` and ``lr`` are used by ``adam`` only,
+    (``solver_defaults``); ``smooth`` and ``lr`` are used by ``adam`` only,
     ``noise_start`` and ``noise_end`` (pixel units, [0, 1]) by ``threshold`` only.
     """
 
     reg: str = "lnn"
     lam: float | None = None
-    solver: str = "threshold"
     model: str = "patches"
     smooth: float = 1.0
     iters: int | None = None
@@ -77,20 +73,14 @@ class InpaintSettings(RegularizerSettings):
     noise_end: float = 0.004
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
-
-    def resolved(self) -> InpaintSettings:
-        """A copy with every None default filled in for the chosen solver."""
-        if self.solver not in SOLVERS:
-            raise LRRError(f"unknown solver {self.solver!r}; choose one of: {', '.join(SOLVERS)}")
-        lam, iters, regroup = SOLVER_DEFAULTS[self.solver]
-        return replace(
-            self,
-            lam=lam if self.lam is None else self.lam,
-            iters=iters if self.iters is None else self.iters,
-            regroup_every=regroup if self.regroup_every is None else self.regroup_every,
-        )
+    solver_defaults: ClassVar[dict[str, dict[str, object]]] = {
+        "threshold": {"lam": 4.0, "iters": 16, "regroup_every": 4},
+        "adam": {"lam": 0.3, "iters": 200, "regroup_every": 50},
+    }
+    at_least_one: ClassVar[tuple[str, ...]] = ("iters", "patch", "group", "stride", "window", "regroup_every")
 
     def validate(self) -> None:
+        super().validate()
         s = self.resolved()
         if s.model not in MODELS:
             raise LRRError(f"unknown model {s.model!r}; choose one of: {', '.join(MODELS)}")
@@ -100,9 +90,6 @@ class InpaintSettings(RegularizerSettings):
             raise LRRError(f"--smooth must be >= 0, got {s.smooth}")
         if not (0 < s.noise_end <= s.noise_start):
             raise LRRError(f"need 0 < noise_end <= noise_start, got {s.noise_end} and {s.noise_start}")
-        for name in ("iters", "patch", "group", "stride", "window", "regroup_every"):
-            if getattr(s, name) < 1:
-                raise LRRError(f"{name} must be >= 1, got {getattr(s, name)}")
 
 
 def push_pull_fill(image: Tensor, fill: Tensor) -> Tensor:

@@ -34,21 +34,19 @@ from torch import Tensor
 from lrrtool.core import Progress, SolveResult, minimize
 from lrrtool.core.prox import reweighted_threshold
 from lrrtool.errors import LRRError
-from lrrtool.tasks.settings import RegularizerSettings
+from lrrtool.tasks.settings import SolverSettings
 
-SOLVERS = ("threshold", "adam")
 #: Copies of the ``D x T`` chunk each solver holds at once (for chunk sizing).
 WORKING_COPIES = {"threshold": 6, "adam": 7}
 
 
 @dataclass(frozen=True)
-class SeparateSettings(RegularizerSettings):
+class SeparateSettings(SolverSettings):
     """``lam``: None = robust PCA's balance (see the module docstring); for ``threshold``
     a number multiplies that default, for ``adam`` it is the weight itself. ``iters`` None:
     100 (threshold, stops earlier at relative residual ``tol``) or 300 (adam)."""
 
     lam: float | None = None
-    solver: str = "threshold"
     iters: int | None = None
     lr: float = 0.01
     tol: float = 1e-5
@@ -57,15 +55,12 @@ class SeparateSettings(RegularizerSettings):
     threshold: float = 4.0
     grow: float = 2.5
 
-    default_iters: ClassVar[dict[str, int]] = {"threshold": 100, "adam": 300}
+    solver_defaults: ClassVar[dict[str, dict[str, object]]] = {"threshold": {"iters": 100}, "adam": {"iters": 300}}
 
     def validate(self) -> None:
-        if self.solver not in SOLVERS:
-            raise LRRError(f"unknown solver {self.solver!r}; choose one of: {', '.join(SOLVERS)}")
+        super().validate()
         if self.lam is not None and not self.lam > 0:
             raise LRRError(f"--lam must be > 0, got {self.lam}")
-        if self.iters is not None and self.iters < 1:
-            raise LRRError(f"--iters must be >= 1, got {self.iters}")
 
 
 def default_lambda(pixels: int, frames: int) -> float:
@@ -95,6 +90,7 @@ def separate(
         bool (see :func:`foreground_mask`), result)``.
     """
     settings.validate()
+    settings = settings.resolved()
     if frames.ndim != 4 or frames.shape[0] < 1:
         raise LRRError(f"need frames of shape (T, C, H, W), got {tuple(frames.shape)}")
     T = frames.shape[0]
@@ -139,7 +135,7 @@ def _adam(V: Tensor, s: SeparateSettings, callback: Callable[[Progress], None] |
     def objective() -> Tensor:
         return (V - X).abs().mean() + lam * reg(X)
 
-    result = minimize(objective, [X], iters=s.iters or s.default_iters["adam"], lr=s.lr, callback=callback)
+    result = minimize(objective, [X], iters=s.iters, lr=s.lr, callback=callback)
     return X.detach(), result
 
 
@@ -162,7 +158,7 @@ def _ialm(V: Tensor, s: SeparateSettings, callback: Callable[[Progress], None] |
     mu_max = mu * 1e7
     Y = V / torch.maximum(spectral, V.abs().max() / weight)
     S = torch.zeros_like(V)
-    iters = s.iters or s.default_iters["threshold"]
+    iters = s.iters
     history: list[tuple[int, float]] = []
     residual = math.inf
     step = 0

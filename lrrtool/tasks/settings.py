@@ -1,13 +1,14 @@
-"""What every task's settings share: the choice of low-rank regulariser."""
+"""What every task's settings share: the choice of low-rank regulariser and of solver."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
 
 from lrrtool.core import PENALTIES, LowRankRegularizer, parse_reg
+from lrrtool.errors import LRRError
 
 
 @dataclass(frozen=True)
@@ -33,3 +34,31 @@ class RegularizerSettings:
         return LowRankRegularizer(
             self.reg, estimator=self.estimator, gamma=gamma, p=self.p, degree=self.degree, generator=generator
         )
+
+
+@dataclass(frozen=True)
+class SolverSettings(RegularizerSettings):
+    """Adds ``solver``: ``threshold`` (exact spectral shrinkage) or ``adam`` (the paper's
+    gradient route). Settings left as None take the chosen solver's default."""
+
+    solver: str = "threshold"
+
+    #: ``{solver: {setting: default}}`` for the settings whose default depends on the solver.
+    solver_defaults: ClassVar[dict[str, dict[str, object]]] = {"threshold": {}, "adam": {}}
+    #: Settings that must be integers >= 1 once resolved.
+    at_least_one: ClassVar[tuple[str, ...]] = ("iters",)
+
+    def resolved(self):
+        """A copy with every None setting filled in with the solver's default."""
+        defaults = self.solver_defaults.get(self.solver)
+        if defaults is None:
+            raise LRRError(f"unknown solver {self.solver!r}; choose one of: {', '.join(self.solver_defaults)}")
+        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+
+    def validate(self) -> None:
+        """Refuse an unknown solver and counts below 1 (subclasses add their own checks)."""
+        s = self.resolved()
+        for name in self.at_least_one:
+            value = getattr(s, name)
+            if value is not None and value < 1:
+                raise LRRError(f"{name} must be >= 1, got {value}")
