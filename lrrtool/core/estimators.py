@@ -26,7 +26,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from lrrtool.core.matfun import gram, iterative_pinv, newton_schulz_sqrt, small_side, top_eigenvalue_bound
+from lrrtool.core.matfun import gram, gram_eigh, iterative_pinv, newton_schulz_sqrt, small_side, top_eigenvalue_bound
 from lrrtool.core.penalties import Penalty
 from lrrtool.core.series import ChebyshevSeries, ScaledPolynomial, Series, exact_polynomial
 from lrrtool.errors import LRRError
@@ -76,35 +76,6 @@ def _value_and_derivative(f: SpectralFunction, sigma: Tensor, scale: Tensor) -> 
         values = f.elementwise(s, scale)
         (slope,) = torch.autograd.grad(values.sum(), s, allow_unused=True)
     return values.detach(), torch.zeros_like(sigma) if slope is None else slope
-
-
-def gram_eigh(G: Tensor) -> tuple[Tensor, Tensor]:
-    """Batched ``eigh`` of PSD Gram matrices, robust to what LAPACK trips on.
-
-    Each matrix is divided by its trace first (LAPACK's own scaling overflows on
-    denormal entries and returns NaN vectors); float32 batches that fail to converge
-    (exactly repeated eigenvalues) are redone in float64; any matrix still not finite is
-    treated as zero (eigenvalues 0, identity vectors), which gives it zero gradient.
-    """
-    trace = G.diagonal(dim1=-2, dim2=-1).sum(-1)
-    unit = torch.where(trace > torch.finfo(G.dtype).tiny, trace, torch.ones_like(trace))
-    normalised = G / unit[..., None, None]
-    try:
-        eigenvalues, V = torch.linalg.eigh(normalised)
-    except torch.linalg.LinAlgError:
-        if not bool(torch.isfinite(G).all()):
-            raise LRRError(
-                "the matrix holds NaN/Inf values (a diverged optimisation?); lower the learning rate or the weight"
-            ) from None
-        if G.dtype == torch.float64:
-            raise
-        eigenvalues, V = torch.linalg.eigh(normalised.double())
-        eigenvalues, V = eigenvalues.to(G.dtype), V.to(G.dtype)
-    finite = torch.isfinite(V).all(-1).all(-1) & torch.isfinite(eigenvalues).all(-1)
-    eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
-    V = torch.where(finite[..., None, None], V, eye)
-    eigenvalues = torch.where(finite[..., None], eigenvalues * unit[..., None], 0)
-    return eigenvalues, V
 
 
 class _ExactSpectral(torch.autograd.Function):

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor
 
+from lrrtool.errors import LRRError
+
 
 def small_side(S: Tensor) -> tuple[Tensor, bool]:
     """``S`` oriented so that it has no more columns than rows, and whether it was transposed."""
@@ -87,3 +89,91 @@ def default_sqrt_iters(condition: float) -> int:
     """Newton–Schulz steps that resolve singular values down to ``sigma_1 / condition``."""
     smallest_eigenvalue = 1 / condition**2
     return math.ceil(math.log(1 / smallest_eigenvalue) / math.log(2.25)) + 6
+
+
+def gram_eigh(G: Tensor) -> tuple[Tensor, Tensor]:
+    """Batched ``eigh`` of PSD Gram matrices, robust to what LAPACK trips on.
+
+    Each matrix is divided by its trace first (LAPACK's own scaling overflows on
+    denormal entries and returns NaN vectors); float32 batches that fail to converge
+    (exactly repeated eigenvalues) are redone in float64; any matrix still not finite is
+    treated as zero (eigenvalues 0, identity vectors), which gives it zero gradient.
+    """
+    trace = G.diagonal(dim1=-2, dim2=-1).sum(-1)
+    unit = torch.where(trace > torch.finfo(G.dtype).tiny, trace, torch.ones_like(trace))
+    normalised = G / unit[..., None, None]
+    try:
+        eigenvalues, V = torch.linalg.eigh(normalised)
+    except torch.linalg.LinAlgError:
+        if not bool(torch.isfinite(G).all()):
+            raise LRRError(
+                "the matrix holds NaN/Inf values (a diverged optimisation?); lower the learning rate or the weight"
+            ) from None
+        if G.dtype == torch.float64:
+            raise
+        eigenvalues, V = torch.linalg.eigh(normalised.double())
+        eigenvalues, V = eigenvalues.to(G.dtype), V.to(G.dtype)
+    finite = torch.isfinite(V).all(-1).all(-1) & torch.isfinite(eigenvalues).all(-1)
+    eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+    V = torch.where(finite[..., None, None], V, eye)
+    eigenvalues = torch.where(finite[..., None], eigenvalues * unit[..., None], 0)
+    return eigenvalues, V
+
+
+class _SymmetricPower(torch.autograd.Function):
+    r""":math:`A^\alpha = V\,\mathrm{diag}(\lambda^\alpha)\,V^\top` for symmetric PSD ``A``,
+    eigenvalues floored at ``floor`` times the largest.
+
+    Backward by the Daleckii–Krein formula
+    :math:`\bar A = V\,(D \circ V^\top \bar Y V)\,V^\top` with the divided differences
+    :math:`D_{ij} = (\lambda_i^\alpha - \lambda_j^\alpha)/(\lambda_i - \lambda_j)`
+    (:math:`\alpha\lambda_i^{\alpha-1}` where the eigenvalues coincide), so repeated
+    eigenvalues, common in ReLU factors, give finite gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, A: Tensor, alpha: float, floor: float) -> Tensor:
+        eigenvalues, V = gram_eigh(A)
+        top = eigenvalues[..., -1:].clamp_min(torch.finfo(A.dtype).tiny)
+        lam = torch.maximum(eigenvalues, floor * top)
+        powered = lam**alpha
+        ctx.save_for_backward(lam, powered, V)
+        ctx.alpha = alpha
+        return (V * powered[..., None, :]) @ V.mT
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        lam, powered, V = ctx.saved_tensors
+        gap = lam[..., :, None] - lam[..., None, :]
+        slope = ctx.alpha * powered / lam
+        close = gap.abs() <= 1e-6 * lam[..., -1:, None].abs()
+        mean_slope = 0.5 * (slope[..., :, None] + slope[..., None, :])
+        safe_gap = torch.where(close, torch.ones_like(gap), gap)
+        divided = torch.where(close, mean_slope, (powered[..., :, None] - powered[..., None, :]) / safe_gap)
+        inner = V.mT @ (0.5 * (grad + grad.mT)) @ V
+        return V @ (divided * inner) @ V.mT, None, None
+
+
+def symmetric_power(A: Tensor, alpha: float, *, floor: float = 1e-8) -> Tensor:
+    r""":math:`A^\alpha` of a batch of symmetric PSD matrices ``(..., k, k)``, differentiable.
+
+    Eigenvalues below ``floor * lambda_max`` are raised to it (negative powers stay finite).
+    """
+    return _SymmetricPower.apply(A, float(alpha), float(floor))
+
+
+def right_gram_power(W: Tensor, Y: Tensor, alpha: float, *, floor: float = 1e-8) -> Tensor:
+    r""":math:`W\,(Y^\top Y)^\alpha` for ``W`` ``(r, c)``, ``Y`` ``(q, c)``, ``alpha > 0``,
+    through the smaller Gram matrix.
+
+    With ``c <= q`` this is the ``c x c`` power directly. Otherwise
+    :math:`(Y^\top Y)^\alpha = Y^\top (YY^\top)^{\alpha-1} Y` (equal on the range of
+    :math:`Y^\top`, and both vanish on its complement since :math:`\alpha > 0`), so only a
+    ``q x q`` matrix is decomposed: cost :math:`O((r + q)\,qc)` instead of :math:`O(c^3)`.
+    """
+    if alpha <= 0:
+        raise ValueError("right_gram_power needs alpha > 0")
+    if Y.shape[-1] <= Y.shape[-2]:
+        return W @ symmetric_power(Y.mT @ Y, alpha, floor=floor)
+    inner = symmetric_power(Y @ Y.mT, alpha - 1, floor=floor)
+    return ((W @ Y.mT) @ inner) @ Y

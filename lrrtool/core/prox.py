@@ -21,8 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lrrtool.core.estimators import gram_eigh
-from lrrtool.core.matfun import gram, small_side
+from lrrtool.core.matfun import gram, gram_eigh, small_side
 from lrrtool.core.penalties import Penalty
 from lrrtool.errors import LRRError
 

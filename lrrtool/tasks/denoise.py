@@ -53,7 +53,7 @@ class DenoiseSettings(SolverSettings):
     refine: int = 0
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
-    solver_defaults: ClassVar[dict[str, dict[str, object]]] = {
+    choice_defaults: ClassVar[dict[str, dict[str, object]]] = {
         "threshold": {"lam": 2.8, "iters": 8},
         "adam": {"lam": 1.0, "iters": 150},
     }

@@ -43,10 +43,13 @@ from torch import Tensor
 from lrrtool.core import LowRankRegularizer, Progress, SolveResult, minimize
 from lrrtool.core.prox import reweighted_threshold
 from lrrtool.errors import LRRError
+from lrrtool.tasks.completion import CompletionSettings, Entries, complete
 from lrrtool.tasks.patches import PatchGroups, all_patches, group_indices
 from lrrtool.tasks.settings import SolverSettings
 
 MODELS = ("patches", "global")
+#: ``lrr``: the solvers above; ``dlrl``: the DLRL paper's network (:func:`_dlrl`).
+INPAINT_METHODS = ("lrr", "dlrl")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class InpaintSettings(SolverSettings):
     """Settings of :func:`inpaint`; the defaults are the measured best (``bench/inpaint.py``).
 
     ``lam``, ``iters`` and ``regroup_every`` left as None take the solver's default
-    (``solver_defaults``); ``smooth`` and ``lr`` are used by ``adam`` only,
+    (``choice_defaults``); ``smooth`` and ``lr`` are used by ``adam`` only,
     ``noise_start`` and ``noise_end`` (pixel units, [0, 1]) by ``threshold`` only.
     """
 
@@ -71,13 +74,31 @@ class InpaintSettings(SolverSettings):
     regroup_every: int | None = None
     noise_start: float = 0.05
     noise_end: float = 0.004
+    method: str = "lrr"
+    width: int = 80
+    factors: int = 2
+    p_block: float = 1.0
+    dlrl_iters: int = 500
+    dlrl_lr: float = 0.005
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
-    solver_defaults: ClassVar[dict[str, dict[str, object]]] = {
+    choice_defaults: ClassVar[dict[str, dict[str, object]]] = {
         "threshold": {"lam": 4.0, "iters": 16, "regroup_every": 4},
         "adam": {"lam": 0.3, "iters": 200, "regroup_every": 50},
     }
     at_least_one: ClassVar[tuple[str, ...]] = ("iters", "patch", "group", "stride", "window", "regroup_every")
+
+    def dlrl_settings(self) -> CompletionSettings:
+        """The :class:`CompletionSettings` of ``method="dlrl"``."""
+        return CompletionSettings(
+            method="dlrl",
+            width=self.width,
+            factors=self.factors,
+            p_block=self.p_block,
+            iters=self.dlrl_iters,
+            lr=self.dlrl_lr,
+            seed=self.seed,
+        )
 
     def validate(self) -> None:
         super().validate()
@@ -88,6 +109,10 @@ class InpaintSettings(SolverSettings):
             raise LRRError(f"--lam must be >= 0, got {s.lam}")
         if not s.smooth >= 0:
             raise LRRError(f"--smooth must be >= 0, got {s.smooth}")
+        if s.method not in INPAINT_METHODS:
+            raise LRRError(f"unknown method {s.method!r}; choose one of: {', '.join(INPAINT_METHODS)}")
+        if s.method == "dlrl":
+            self.dlrl_settings().validate()
         if not (0 < s.noise_end <= s.noise_start):
             raise LRRError(f"need 0 < noise_end <= noise_start, got {s.noise_end} and {s.noise_start}")
 
@@ -196,12 +221,30 @@ def inpaint(
     if not bool(torch.isfinite(image[:, ~fill]).all()):
         raise LRRError("the image holds NaN/Inf values")
     image = image.masked_fill(fill, 0)
+    if settings.method == "dlrl":
+        out, result = _dlrl(image, fill, settings, callback)
+        return torch.where(fill, out.clamp(0, 1), image), result
     start = biharmonic_fill(image, fill)
     solve = _threshold if settings.solver == "threshold" else _adam
     out, result = solve(image, fill, start, settings, callback)
     with torch.no_grad():
         out = torch.where(fill, out.clamp(0, 1), image)
     return out, result
+
+
+def _dlrl(
+    image: Tensor, fill: Tensor, s: InpaintSettings, callback: Callable[[Progress], None] | None
+) -> tuple[Tensor, SolveResult]:
+    """The DLRL paper's image recovery: one ``H x C*W`` matrix (channels side by side)
+    completed by :class:`lrrtool.tasks.completion.DLRL` from its observed pixels."""
+    c, h, w = image.shape
+    matrix = image.permute(1, 0, 2).reshape(h, c * w)
+    observed = (~fill).repeat(1, c)
+    rows, cols = observed.nonzero(as_tuple=True)
+    entries = Entries(rows, cols, matrix[rows, cols], (h, c * w))
+    generator = torch.Generator().manual_seed(s.seed)
+    model, result = complete(entries, s.dlrl_settings(), generator=generator, callback=callback)
+    return model.dense().reshape(h, c, w).permute(1, 0, 2), result
 
 
 def _adam(

@@ -55,7 +55,7 @@ class SeparateSettings(SolverSettings):
     threshold: float = 4.0
     grow: float = 2.5
 
-    solver_defaults: ClassVar[dict[str, dict[str, object]]] = {"threshold": {"iters": 100}, "adam": {"iters": 300}}
+    choice_defaults: ClassVar[dict[str, dict[str, object]]] = {"threshold": {"iters": 100}, "adam": {"iters": 300}}
 
     def validate(self) -> None:
         super().validate()

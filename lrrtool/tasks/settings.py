@@ -36,29 +36,41 @@ class RegularizerSettings:
         )
 
 
+class ChoiceDefaults:
+    """Mixin for frozen settings dataclasses whose defaults depend on one choice field
+    (``choice_field``, e.g. the solver or the method). Settings left as None take the
+    chosen value's defaults from ``choice_defaults``."""
+
+    #: The field whose value picks the defaults.
+    choice_field: ClassVar[str] = "solver"
+    #: ``{choice: {setting: default}}`` for the settings whose default depends on the choice.
+    choice_defaults: ClassVar[dict[str, dict[str, object]]] = {}
+    #: Settings that must be integers >= 1 once resolved.
+    at_least_one: ClassVar[tuple[str, ...]] = ("iters",)
+
+    def resolved(self):
+        """A copy with every None setting filled in with the choice's default."""
+        choice = getattr(self, self.choice_field)
+        defaults = self.choice_defaults.get(choice)
+        if defaults is None:
+            known = ", ".join(self.choice_defaults)
+            raise LRRError(f"unknown {self.choice_field} {choice!r}; choose one of: {known}")
+        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+
+    def validate(self) -> None:
+        """Refuse an unknown choice and counts below 1 (subclasses add their own checks)."""
+        s = self.resolved()
+        for name in self.at_least_one:
+            value = getattr(s, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise LRRError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 @dataclass(frozen=True)
-class SolverSettings(RegularizerSettings):
+class SolverSettings(ChoiceDefaults, RegularizerSettings):
     """Adds ``solver``: ``threshold`` (exact spectral shrinkage) or ``adam`` (the paper's
     gradient route). Settings left as None take the chosen solver's default."""
 
     solver: str = "threshold"
 
-    #: ``{solver: {setting: default}}`` for the settings whose default depends on the solver.
-    solver_defaults: ClassVar[dict[str, dict[str, object]]] = {"threshold": {}, "adam": {}}
-    #: Settings that must be integers >= 1 once resolved.
-    at_least_one: ClassVar[tuple[str, ...]] = ("iters",)
-
-    def resolved(self):
-        """A copy with every None setting filled in with the solver's default."""
-        defaults = self.solver_defaults.get(self.solver)
-        if defaults is None:
-            raise LRRError(f"unknown solver {self.solver!r}; choose one of: {', '.join(self.solver_defaults)}")
-        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
-
-    def validate(self) -> None:
-        """Refuse an unknown solver and counts below 1 (subclasses add their own checks)."""
-        s = self.resolved()
-        for name in self.at_least_one:
-            value = getattr(s, name)
-            if value is not None and value < 1:
-                raise LRRError(f"{name} must be >= 1, got {value}")
+    choice_defaults: ClassVar[dict[str, dict[str, object]]] = {"threshold": {}, "adam": {}}
