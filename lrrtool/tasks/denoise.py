@@ -117,9 +117,10 @@ def _threshold(
             )
         groups = groups_of.gather(y)
         mean = groups.mean(dim=-2, keepdim=True)
-        K = groups.shape[-2]
-        tau = s.lam * math.sqrt(K) * level**2
-        shrunk = reweighted_threshold(groups - mean, penalty, tau, K * level**2, refine=s.refine)
+        # Noise adds about max(K, D) sigma^2 to each eigenvalue of the small Gram matrix.
+        n = max(groups.shape[-2:])
+        tau = s.lam * math.sqrt(n) * level**2
+        shrunk = reweighted_threshold(groups - mean, penalty, tau, n * level**2, refine=s.refine)
         x = groups_of.average(shrunk + mean)
         x = x.where(groups_of.covered, y)
         history.append((step + 1, level))

@@ -35,43 +35,56 @@ def group_indices(
     window: int,
     select: Tensor | None = None,
     search_step: int = 2,
-    chunk: int = 2048,
+    chunk: int = 64,
 ) -> Tensor:
     """Indices ``(G, K)`` into :func:`all_patches` rows: for each reference patch on a grid
-    of step ``stride``, the ``K = group`` most similar patches among the offsets
-    ``-window, -window + search_step, ..., window`` in each direction (the reference
-    itself first). ``select`` (bool ``(H, W)``) keeps only references whose
-    patch touches a True pixel. Search is done in chunks of ``chunk`` references to bound
-    memory by ``chunk * (2 window / 2 + 1)^2 * D`` values.
+    of step ``stride``, the ``K = group`` most similar patches (squared distance over all
+    channels) among the offsets ``-window, -window + search_step, ..., window`` in each
+    direction that stay inside the image (the reference itself first). ``select`` (bool
+    ``(H, W)``) keeps only references whose patch touches a True pixel.
+
+    Exact search, one offset at a time: the distance of every patch to its shifted copy is
+    a box sum of the squared difference image, so the cost is ``O(offsets * H * W)``
+    independent of the patch size, and memory ``O(G * (K + chunk))`` with ``chunk``
+    offsets merged into a running top-K at once.
     """
     H, W = image.shape[-2:]
     ny, nx = H - patch + 1, W - patch + 1
     if ny < 1 or nx < 1:
         return torch.zeros((0, group), dtype=torch.long, device=image.device)
-    rows = all_patches(image, patch)
     ry, rx = torch.meshgrid(_grid(ny, stride), _grid(nx, stride), indexing="ij")
     ry, rx = ry.reshape(-1).to(image.device), rx.reshape(-1).to(image.device)
     if select is not None:
         touched = F.max_pool2d(select[None, None].float(), patch, stride=1).reshape(ny, nx) > 0
         keep = touched[ry, rx]
         ry, rx = ry[keep], rx[keep]
-    offsets = torch.arange(-window, window + 1, search_step, device=image.device)
-    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
-    dy, dx = dy.reshape(-1), dx.reshape(-1)
-    k = min(group, dy.numel())
-    out = []
-    for start in range(0, ry.numel(), chunk):
-        cy = (ry[start : start + chunk, None] + dy).clamp(0, ny - 1)
-        cx = (rx[start : start + chunk, None] + dx).clamp(0, nx - 1)
-        candidates = cy * nx + cx
-        reference = (ry[start : start + chunk] * nx + rx[start : start + chunk]).unsqueeze(1)
-        distance = (rows[candidates] - rows[reference]).square().sum(-1)
-        distance = distance.masked_fill(candidates == reference, -1.0)  # reference first
-        nearest = distance.topk(k, dim=1, largest=False).indices
-        out.append(candidates.gather(1, nearest))
-    if not out:
-        return torch.zeros((0, k), dtype=torch.long, device=image.device)
-    return torch.cat(out)
+    steps = range(-window, window + 1, search_step)
+    offsets = [(dy, dx) for dy in steps for dx in steps]
+    if (0, 0) not in offsets:
+        offsets.append((0, 0))
+    k = min(group, len(offsets))
+    padded = F.pad(image, (window, window, window, window))
+    reference = ry * nx + rx
+    best_distance = torch.full((ry.numel(), 0), float("inf"), dtype=image.dtype, device=image.device)
+    best_index = torch.zeros((ry.numel(), 0), dtype=torch.long, device=image.device)
+    for start in range(0, len(offsets), chunk):
+        distances, indices = [], []
+        for dy, dx in offsets[start : start + chunk]:
+            shifted = padded[..., window + dy : window + dy + H, window + dx : window + dx + W]
+            box = F.avg_pool2d((image - shifted).square().sum(0)[None, None], patch, stride=1)[0, 0]
+            cy, cx = ry + dy, rx + dx
+            inside = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx)
+            distance = box[ry, rx].masked_fill(~inside, float("inf"))
+            if dy == 0 and dx == 0:
+                distance = torch.full_like(distance, -1.0)  # the reference first
+            distances.append(distance)
+            indices.append(torch.where(inside, cy * nx + cx, reference))
+        best_distance = torch.cat([best_distance, torch.stack(distances, 1)], 1)
+        best_index = torch.cat([best_index, torch.stack(indices, 1)], 1)
+        if best_distance.shape[1] > k:
+            best_distance, order = best_distance.topk(k, dim=1, largest=False)
+            best_index = best_index.gather(1, order)
+    return best_index
 
 
 class PatchGroups:
