@@ -42,19 +42,19 @@ class DenoiseSettings(SolverSettings):
     lam: float | None = None
     iters: int | None = None
     lr: float = 0.01
-    patch: int = 6
+    patch: int = 5
     group: int = 48
     stride: int = 4
     window: int = 15
     regroup_every: int = 2
-    search_step: int = 2
+    search_step: int = 1
     feedback: float = 0.1
-    rescale: float = 0.54
+    rescale: float = 0.6
     refine: int = 0
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
     choice_defaults: ClassVar[dict[str, dict[str, object]]] = {
-        "threshold": {"lam": 2.8, "iters": 8},
+        "threshold": {"lam": 2.8, "iters": 12},
         "adam": {"lam": 1.0, "iters": 150},
     }
     at_least_one: ClassVar[tuple[str, ...]] = ("iters", "patch", "group", "stride", "window", "regroup_every")

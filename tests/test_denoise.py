@@ -1,0 +1,93 @@
+"""`lrrtool denoise`: planted truth, a real sample in grey and colour, and bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from lrrtool import media
+from lrrtool.cli import app
+from lrrtool.metrics import psnr
+from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma
+from lrrtool.tasks.patches import PatchGroups
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+runner = CliRunner()
+
+
+def test_planted_self_similar_image_groups_are_low_rank_and_denoised():
+    g = torch.Generator().manual_seed(0)
+    tile = torch.rand(1, 8, 8, generator=g)
+    clean = tile.repeat(1, 6, 6)  # 48x48, every 5x5 patch repeats exactly
+    # Block matching finds the planted copies: every group of 4 is one patch repeated (rank 0 once centred).
+    groups = PatchGroups(clean, patch=5, group=4, stride=4, window=8, search_step=1).gather(clean)
+    assert float((groups - groups.mean(dim=1, keepdim=True)).abs().max()) < 1e-6
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=g)
+    out, _ = denoise(noisy, 0.1)
+    assert psnr(out, clean) > psnr(noisy.clamp(0, 1), clean) + 8
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return media.read_image(SAMPLES / "photo.jpg")[:, 100:196, 100:196]
+
+
+@pytest.mark.parametrize("grey", [True, False])
+def test_real_sample_improves_in_grey_and_colour(photo, grey):
+    clean = photo.mean(0, keepdim=True) if grey else photo
+    g = torch.Generator().manual_seed(1)
+    noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=g)
+    out, result = denoise(noisy, 25 / 255)
+    assert out.shape == clean.shape and result.iterations == DenoiseSettings().resolved().iters
+    assert psnr(out, clean) > psnr(noisy.clamp(0, 1), clean) + 5
+    assert abs(estimate_sigma(noisy) * 255 - 25) < 6
+
+
+def test_cli_colour_with_reference_and_auto_sigma(tmp_path, photo):
+    g = torch.Generator().manual_seed(2)
+    media.write_image(tmp_path / "clean.png", photo)
+    media.write_image(tmp_path / "noisy.png", (photo + 20 / 255 * torch.randn(photo.shape, generator=g)).clamp(0, 1))
+    result = runner.invoke(
+        app,
+        [
+            "denoise",
+            str(tmp_path / "noisy.png"),
+            "--sigma",
+            "auto",
+            "--reference",
+            str(tmp_path / "clean.png"),
+            "--report",
+            str(tmp_path / "r.json"),
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    entry = json.loads((tmp_path / "r.json").read_text())["results"][0]
+    assert entry["sigma_estimated"] and 10 < entry["sigma_255"] < 30
+    assert entry["metrics"]["psnr"] > entry["metrics"]["psnr_input"] + 3
+    assert Image.open(tmp_path / "noisy.denoised.png").mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["corrupt.png", "--sigma", "10"], "not a readable image"),
+        (["noisy.png", "--sigma", "0"], "--sigma must be in (0, 255)"),
+        (["noisy.png", "--sigma", "ten"], "--sigma"),
+        (["noisy.png", "--sigma", "10", "--reg", "frobenius"], "frobenius"),
+        (["noisy.png", "--sigma", "10", "-o", "noisy.png"], "refusing to overwrite an input"),
+    ],
+)
+def test_cli_bad_input(tmp_path, photo, args, message):
+    media.write_image(tmp_path / "noisy.png", photo)
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG but not really")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = runner.invoke(app, ["denoise", *[str(tmp_path / a) if a.endswith(".png") else a for a in args], "-q"])
+    assert result.exit_code != 0
+    assert message in result.output.replace("\n", " "), result.output
+    assert "Traceback" not in result.output
+    for name, data in before.items():
+        assert (tmp_path / name).read_bytes() == data
