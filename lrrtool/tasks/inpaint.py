@@ -152,13 +152,26 @@ def biharmonic_fill(image: Tensor, fill: Tensor, *, iters: int = 500, tol: float
     where ``fill`` is True, the others fixed to ``image``.
 
     The normal equations :math:`P^\top \Delta^\top \Delta P\,x = -P^\top \Delta^\top \Delta\,y`
-    are solved by conjugate gradients from :func:`push_pull_fill`, for at most ``iters``
-    steps or until the residual norm falls below ``tol`` times its start. ``image``
-    ``(C, H, W)``, ``fill`` bool ``(H, W)``; returns ``(C, H, W)``. Same minimiser as
-    ``skimage.restoration.inpaint_biharmonic`` up to its boundary handling.
+    are solved by conjugate gradients, for at most ``iters`` steps or until the residual
+    norm falls below ``tol`` times its start. The condition number grows like the fourth
+    power of the hole's width, so CG alone stalls on big holes: the start is the solution
+    of the same problem at half resolution (recursively; a coarse pixel is known when any
+    of its four children is), upsampled (cascadic multigrid), or :func:`push_pull_fill` on
+    the coarsest level. ``image`` ``(C, H, W)``, ``fill`` bool ``(H, W)``; returns
+    ``(C, H, W)``. Same minimiser as ``skimage.restoration.inpaint_biharmonic`` up to its
+    boundary handling.
     """
     free = fill.to(image.dtype)
     x = push_pull_fill(image, fill)
+    if min(fill.shape) >= 32:
+        known = (~fill).to(image.dtype)[None]
+        coarse_known = F.avg_pool2d(known, 2, ceil_mode=True)
+        coarse = F.avg_pool2d(image * known, 2, ceil_mode=True) / coarse_known.clamp_min(1e-12)
+        coarse_fill = coarse_known[0] == 0
+        if bool(coarse_fill.any()):
+            coarse = biharmonic_fill(coarse.masked_fill(coarse_fill, 0), coarse_fill, iters=iters, tol=tol)
+            up = F.interpolate(coarse[None], size=fill.shape, mode="bilinear", align_corners=False)[0]
+            x = torch.where(fill, up, image)
 
     def normal(v: Tensor) -> Tensor:
         return _laplacian_adjoint(_laplacian(v)) * free
