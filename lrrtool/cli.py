@@ -27,6 +27,8 @@ from lrrtool import __version__
 from lrrtool.core import ESTIMATORS, regularizer_names
 from lrrtool.core import Progress as SolverProgress
 from lrrtool.errors import LRRError
+from lrrtool.tasks.completion import METHODS as COMPLETION_METHODS
+from lrrtool.tasks.inpaint import INPAINT_METHODS
 
 app = typer.Typer(
     name="lrrtool",
@@ -38,6 +40,8 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 RegName = Enum("RegName", {name: name for name in regularizer_names()}, type=str)
+CompletionMethod = Enum("CompletionMethod", {name: name for name in COMPLETION_METHODS}, type=str)
+InpaintMethod = Enum("InpaintMethod", {name: name for name in INPAINT_METHODS}, type=str)
 EstimatorName = Enum("EstimatorName", {name: name for name in ESTIMATORS}, type=str)
 
 
@@ -230,7 +234,7 @@ def run_batch(inputs: list[Path], process: Callable[[Path], dict], quiet: bool) 
 
 # ------------------------------------------------------------------ inpaint
 MethodOpt = Annotated[
-    str,
+    CompletionMethod,
     typer.Option(
         "--method",
         help="blend (default): mean of one lrr and two I-AutoRec models, the most accurate measured; "
@@ -281,14 +285,14 @@ def inpaint(
         ),
     ] = "threshold",
     method: Annotated[
-        str,
+        InpaintMethod,
         typer.Option(
             "--method",
             help="lrr: the low-rank solvers above (default, measured best); dlrl: the DLRL paper's "
             "block network on the H x 3W matrix (--factors, --width, --p-block; --iters default 500, --lr 0.005); "
             "measured far below lrr (bench/inpaint.py --dlrl).",
         ),
-    ] = "lrr",
+    ] = InpaintMethod.lrr,
     width: WidthOpt = None,
     factors: Annotated[int, typer.Option("--factors", min=2, help="DLRL: number of factors I (inpaint: 2).")] = 2,
     p_block: PBlockOpt = 1.0,
@@ -332,6 +336,7 @@ def inpaint(
             raise LRRError("give exactly one of --mask, --mask-dir or --drop")
         if drop is not None and not 0 < drop < 1:
             raise LRRError(f"--drop must be a fraction in (0, 1), got {drop}")
+        method = method.value
         chosen = {"model": model, "solver": solver, "method": method, "factors": factors, "p_block": p_block}
         if width is not None:
             chosen["width"] = width
@@ -681,7 +686,7 @@ def complete(
         Path | None, typer.Option("-o", "--output", help="Predictions CSV (default: PAIRS.predictions.csv).")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing default output.")] = False,
-    method: MethodOpt = "blend",
+    method: MethodOpt = CompletionMethod.blend,
     test_fraction: Annotated[
         float | None,
         typer.Option("--test-fraction", help="Hold out this seeded fraction of ratings and report test RMSE/MAE."),
@@ -718,7 +723,12 @@ def complete(
             raise LRRError("nothing to do: give --predict PAIRS.csv and/or --test-fraction F")
         if output is not None and predict is None:
             raise LRRError("-o needs --predict PAIRS.csv (the pairs to write predictions for)")
-        fields = {"method": method, "width": width or CompletionSettings.width, "factors": factors, "p_block": p_block}
+        fields = {
+            "method": method.value,
+            "width": width or CompletionSettings.width,
+            "factors": factors,
+            "p_block": p_block,
+        }
         settings = CompletionSettings(**{**asdict(CompletionSettings()), **opts.overrides(), **fields})
         settings.validate()
         settings = settings.resolved()
