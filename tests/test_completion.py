@@ -240,7 +240,7 @@ def test_complete_cli_predicts_reports_and_keeps_inputs(ratings_csv):
     [
         (["ratings.csv"], "nothing to do"),
         (["ratings.csv", "--predict", "pairs.csv", "-o", "ratings.csv"], "refusing to overwrite an input"),
-        (["ratings.csv", "--test-fraction", "0.2", "--method", "svd"], "unknown method"),
+        (["ratings.csv", "--test-fraction", "0.2", "--method", "svd"], "'svd' is not one of"),
         (["missing.csv", "--test-fraction", "0.2"], "no such file"),
         (["bad.csv", "--test-fraction", "0.2"], "is not a number"),
         (["ratings.csv", "--test-fraction", "2"], "--test-fraction must be in (0, 1)"),
