@@ -590,6 +590,10 @@ def denoise(
     reference: Annotated[
         Path | None, typer.Option("--reference", help="Clean image: adds PSNR/SSIM to the report.")
     ] = None,
+    patch: Annotated[
+        int | None, typer.Option("--patch", min=2, help="Patch side (default 6 for grey, 5 for colour).")
+    ] = None,
+    group: Annotated[int, typer.Option("--group", min=2, help="Similar patches per group.")] = 48,
     reg: RegOpt = None,
     lam: LamOpt = None,
     gamma: GammaOpt = None,
@@ -605,9 +609,10 @@ def denoise(
 ) -> None:
     """Remove Gaussian noise with a low-rank prior on groups of similar patches.
 
-    WNNM-style iterations (8 steps): groups of 48 similar 6x6 patches (colour channels
-    jointly) are shrunk by reweighted singular-value thresholding with weights h' of
-    --reg (default lnn, WNNM's weighting), with the noise fed back and re-estimated.
+    WNNM-style iterations (12 steps): groups of 48 similar patches (6x6 grey, 5x5 colour;
+    colour channels jointly, found by exact search in a 31x31 window) are shrunk by
+    reweighted singular-value thresholding with weights h' of --reg (default lnn, WNNM's
+    weighting), with the noise fed back and re-estimated.
     --sigma auto estimates the noise by the wavelet MAD rule and reports it.
     """
     from lrrtool import media
@@ -617,7 +622,7 @@ def denoise(
 
     opts = common(reg, lam, gamma, p, iters, lr, estimator, device, dtype, seed, report, quiet)
     with user_errors():
-        settings = DenoiseSettings(**{**asdict(DenoiseSettings()), **opts.overrides()})
+        settings = DenoiseSettings(**{**asdict(DenoiseSettings()), **opts.overrides(), "patch": patch, "group": group})
         settings.validate()
         settings = settings.resolved()
         opts.refuse_adam_options(settings.solver, adam="the adam solver (Python API)")
