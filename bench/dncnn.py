@@ -1,7 +1,7 @@
 """The EDLRR paper's DnCNN experiment: train a small DnCNN with and without the low-rank
 term, at one noise level, and test it at several.
 
-Run: ``python bench/dncnn.py [--steps 1500] [--train-sigma 25] [--lam 0.1] [--reg nuclear]``.
+Run: ``python bench/dncnn.py [--steps 800] [--train-sigma 25] [--lam 0.1] [--reg nuclear]``.
 
 The paper trains a noise-predicting DnCNN ``f`` on
 :math:`\\|f(X;\\theta) - N\\|_F^2 + \\lambda R(f(X;\\theta) - N)` and claims large gains at
@@ -119,7 +119,7 @@ def evaluate(model: DnCNN, sigma: float) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--train-sigma", type=float, default=25)
     parser.add_argument("--lam", type=float, default=0.1)
     parser.add_argument("--reg", default="nuclear")
