@@ -100,7 +100,7 @@ def train(steps: int, sigma: float, lam: float, reg: str, seed: int) -> tuple[Dn
         loss.backward()
         optimizer.step()
         schedule.step()
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(loss.item()):
             raise SystemExit(f"diverged at step {step}")
     return model, time.perf_counter() - start
 
