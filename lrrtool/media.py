@@ -32,12 +32,18 @@ def _summary(error: BaseException) -> str:
     return f"{error.__class__.__name__}: {text}"
 
 
-def _open(path: Path) -> Image.Image:
+def existing_file(path: str | Path, kind: str) -> Path:
+    """``path`` as a Path, or an error when it is missing or a folder (``kind``: what was expected)."""
     path = Path(path)
     if not path.exists():
         raise LRRError(f"{path}: no such file")
     if path.is_dir():
-        raise LRRError(f"{path}: is a folder, expected an image file")
+        raise LRRError(f"{path}: is a folder, expected {kind}")
+    return path
+
+
+def _open(path: Path) -> Image.Image:
+    path = existing_file(path, "an image file")
     try:
         image = Image.open(path)
         image.load()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lrrtool.errors import LRRError
-from lrrtool.media import atomic_path
+from lrrtool.media import atomic_path, existing_file
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,7 @@ class RatingColumns:
 
 
 def _rows(path: Path, needed: Sequence[str]) -> tuple[dict[str, int], Iterable[tuple[int, list[str]]]]:
-    path = Path(path)
-    if not path.exists():
-        raise LRRError(f"{path}: no such file")
-    if path.is_dir():
-        raise LRRError(f"{path}: is a folder, expected a CSV file")
+    path = existing_file(path, "a CSV file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
