@@ -593,7 +593,9 @@ def denoise(
     patch: Annotated[
         int | None, typer.Option("--patch", min=2, help="Patch side (default 6 for grey, 5 for colour).")
     ] = None,
-    group: Annotated[int, typer.Option("--group", min=2, help="Similar patches per group.")] = 48,
+    group: Annotated[
+        int | None, typer.Option("--group", min=2, help="Similar patches per group (default 48 grey, 64 colour).")
+    ] = None,
     reg: RegOpt = None,
     lam: LamOpt = None,
     gamma: GammaOpt = None,
@@ -609,9 +611,9 @@ def denoise(
 ) -> None:
     """Remove Gaussian noise with a low-rank prior on groups of similar patches.
 
-    WNNM-style iterations (12 steps): groups of 48 similar patches (6x6 grey, 5x5 colour;
-    colour channels jointly, found by exact search in a 31x31 window) are shrunk by
-    reweighted singular-value thresholding with weights h' of --reg (default lnn, WNNM's
+    WNNM-style iterations (12 steps): groups of 48 similar 6x6 patches (grey) or 64
+    similar 5x5 patches (colour, all channels jointly), found by exact search in a 31x31
+    window, are shrunk by reweighted singular-value thresholding with weights h' of --reg (default lnn, WNNM's
     weighting), with the noise fed back and re-estimated.
     --sigma auto estimates the noise by the wavelet MAD rule and reports it.
     """

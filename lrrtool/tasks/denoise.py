@@ -37,15 +37,15 @@ from lrrtool.tasks.settings import SolverSettings
 @dataclass(frozen=True)
 class DenoiseSettings(SolverSettings):
     """Settings of :func:`denoise`; ``lam`` and ``iters`` None take the solver's default;
-    ``patch`` None is 6 for grey and 5 for colour images (``D = C p^2`` = 36 and 75),
-    the measured best (``bench/denoise.py``)."""
+    ``patch`` None is 6 for grey and 5 for colour images (``D = C p^2`` = 36 and 75) and
+    ``group`` None is 48 for grey and 64 for colour, the measured best (``bench/denoise.py``)."""
 
     reg: str = "lnn"
     lam: float | None = None
     iters: int | None = None
     lr: float = 0.01
     patch: int | None = None
-    group: int = 48
+    group: int | None = None
     stride: int = 4
     window: int = 15
     regroup_every: int = 2
@@ -90,8 +90,11 @@ def denoise(
         raise LRRError(f"the noise level must be > 0, got {sigma}")
     if noisy.ndim != 3:
         raise LRRError(f"expected an image of shape (C, H, W), got {tuple(noisy.shape)}")
+    grey = noisy.shape[0] == 1
     if settings.patch is None:
-        settings = replace(settings, patch=6 if noisy.shape[0] == 1 else 5)
+        settings = replace(settings, patch=6 if grey else 5)
+    if settings.group is None:
+        settings = replace(settings, group=48 if grey else 64)
     settings.validate()
     settings = settings.resolved()
     if min(noisy.shape[-2:]) < settings.patch:
