@@ -33,6 +33,7 @@ Users or items without an observed entry get the bias model's prediction
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -74,6 +75,13 @@ class Entries:
     def __len__(self) -> int:
         return self.values.shape[0]
 
+    def counts(self) -> tuple[Tensor, Tensor]:
+        """Observed entries per row ``(m,)`` and per column ``(n,)``, in the values' dtype."""
+        ones = torch.ones_like(self.values)
+        m, n = self.shape
+        rows = torch.zeros(m, dtype=ones.dtype, device=ones.device).index_add_(0, self.rows, ones)
+        return rows, torch.zeros(n, dtype=ones.dtype, device=ones.device).index_add_(0, self.cols, ones)
+
     def subset(self, index: Tensor) -> Entries:
         return Entries(self.rows[index], self.cols[index], self.values[index], self.shape)
 
@@ -86,6 +94,9 @@ class Entries:
         if n_test == 0 or n_test == len(self):
             raise LRRError(f"--test-fraction {test_fraction} leaves an empty train or test set")
         return self.subset(order[n_test:]), self.subset(order[:n_test])
+
+
+_LRR_DEFAULTS: dict[str, object] = {"lam": 10.0, "iters": 400, "lr": 0.02}
 
 
 @dataclass(frozen=True)
@@ -114,11 +125,11 @@ class CompletionSettings(ChoiceDefaults, RegularizerSettings):
     default_gamma: ClassVar[float | None] = 1.0
     choice_field: ClassVar[str] = "method"
     choice_defaults: ClassVar[dict[str, dict[str, object]]] = {
-        "lrr": {"lam": 10.0, "iters": 400, "lr": 0.02},
+        "lrr": _LRR_DEFAULTS,
         "mf": {"lam": 20.0, "iters": 400, "lr": 0.02},
         "dlrl": {"lam": 0.0, "iters": 300, "lr": 0.001},
         "autorec": {"lam": 0.0, "iters": 1, "lr": 0.001},
-        "blend": {"lam": 10.0, "iters": 400, "lr": 0.02},
+        "blend": _LRR_DEFAULTS,  # its lrr member; the autoencoders have their own
     }
     at_least_one: ClassVar[tuple[str, ...]] = ("width", "factors", "iters")
 
@@ -147,8 +158,7 @@ class Biases:
         self.mean = values.mean()
         self.row = torch.zeros(m, dtype=values.dtype, device=values.device)
         self.col = torch.zeros(n, dtype=values.dtype, device=values.device)
-        row_count = torch.zeros_like(self.row).index_add_(0, entries.rows, torch.ones_like(values))
-        col_count = torch.zeros_like(self.col).index_add_(0, entries.cols, torch.ones_like(values))
+        row_count, col_count = entries.counts()
         for _ in range(sweeps):
             rest = values - self.mean - self.row[entries.rows]
             self.col = torch.zeros_like(self.col).index_add_(0, entries.cols, rest) / (reg + col_count)
@@ -162,20 +172,27 @@ class Biases:
         return self.mean + row + col
 
 
-class Completion:
-    """A fitted model: ``predict(rows, cols)`` for any pairs (``-1`` = unseen), ``dense()``."""
+class _SeenLines:
+    """Which rows and columns a model was fitted on: pairs outside them get the biases."""
 
-    def __init__(self, entries: Entries, biases: Biases, left: Tensor, right: Tensor, *, offset: bool) -> None:
-        m, n = self.shape = entries.shape
-        self.biases, self.offset = biases, offset
-        self.left, self.right = left.detach(), right.detach()
-        self.row_seen = torch.zeros(m, dtype=torch.bool, device=left.device).index_fill_(0, entries.rows, True)
-        self.col_seen = torch.zeros(n, dtype=torch.bool, device=left.device).index_fill_(0, entries.cols, True)
+    def remember_seen(self, entries: Entries) -> None:
+        row_count, col_count = entries.counts()
+        self.row_seen, self.col_seen = row_count > 0, col_count > 0
 
     def seen(self, rows: Tensor, cols: Tensor) -> Tensor:
         """Bool ``(N,)``: both the row and the column have observed entries."""
         r, c = rows.clamp_min(0), cols.clamp_min(0)
         return (rows >= 0) & (cols >= 0) & self.row_seen[r] & self.col_seen[c]
+
+
+class Completion(_SeenLines):
+    """A fitted model: ``predict(rows, cols)`` for any pairs (``-1`` = unseen), ``dense()``."""
+
+    def __init__(self, entries: Entries, biases: Biases, left: Tensor, right: Tensor, *, offset: bool) -> None:
+        self.shape = entries.shape
+        self.biases, self.offset = biases, offset
+        self.left, self.right = left.detach(), right.detach()
+        self.remember_seen(entries)
 
     def predict(self, rows: Tensor, cols: Tensor) -> Tensor:
         """``(N,)`` predictions; pairs with an unseen row or column get the bias model."""
@@ -240,8 +257,9 @@ def _factored(
     for p in params:
         p.requires_grad_(True)
     reg = s.regularizer() if s.method == "lrr" else None
-    row_scale = _frequency_weights(entries.rows, m, s.weight_power, like).sqrt()[:, None]
-    col_scale = _frequency_weights(entries.cols, n, s.weight_power, like).sqrt()[:, None]
+    row_count, col_count = entries.counts()
+    row_scale = _frequency_weights(row_count, s.weight_power).sqrt()[:, None]
+    col_scale = _frequency_weights(col_count, s.weight_power).sqrt()[:, None]
     rows, cols, values = entries.rows, entries.cols, entries.values
 
     def objective() -> Tensor:
@@ -255,8 +273,8 @@ def _factored(
         return data + bias_term + s.lam * reg(factored_core(row_scale * U, col_scale * V)) + gauge
 
     result = minimize(objective, params, iters=s.iters, lr=s.lr, tol=0, callback=callback)
-    fitted = Biases.__new__(Biases)
-    fitted.mean, fitted.row, fitted.col = biases.mean, row_bias.detach(), col_bias.detach()
+    fitted = copy.copy(biases)  # the fitted biases, the mean kept
+    fitted.row, fitted.col = row_bias.detach(), col_bias.detach()
     return Completion(entries, fitted, U, V.mT, offset=True), result
 
 
@@ -266,9 +284,8 @@ def factored_core(U: Tensor, V: Tensor) -> Tensor:
     return torch.linalg.qr(U)[1] @ torch.linalg.qr(V)[1].mT
 
 
-def _frequency_weights(index: Tensor, size: int, power: float, like: Tensor) -> Tensor:
-    """``(size,)`` weights proportional to ``count**power`` (counts floored at 1), mean 1."""
-    counts = torch.zeros(size, dtype=like.dtype, device=like.device).index_add_(0, index, torch.ones_like(like))
+def _frequency_weights(counts: Tensor, power: float) -> Tensor:
+    """Weights proportional to ``counts**power`` (counts floored at 1), mean 1."""
     weights = counts.clamp_min(1) ** power
     return weights / weights.mean()
 
@@ -480,7 +497,7 @@ class Blend:
         return torch.stack([m.predict(rows, cols) for m in self.models]).mean(0)
 
 
-class ItemAutoencoder:
+class ItemAutoencoder(_SeenLines):
     r"""I-AutoRec (Sedhain et al., 2015): every column (item) :math:`r_i \\in \\mathbb{R}^m`
     of observed ratings is reconstructed as :math:`f(r_i) = W_2\\,\\mathrm{sigmoid}(W_1 r_i + b_1) + b_2`
     with ``hidden`` units, minimising the squared error on observed entries plus
@@ -517,7 +534,7 @@ class ItemAutoencoder:
         for p in params:
             p.requires_grad_(True)
         optimizer = torch.optim.Adam(params, lr=1e-3)
-        best, best_state, history = math.inf, [p.detach().clone() for p in params], []
+        best, best_epoch, best_state, history = math.inf, 0, [p.detach().clone() for p in params], []
         epoch = 0
         for epoch in range(1, self.epochs + 1):
             order = torch.randperm(n, generator=self.generator).to(like.device)
@@ -537,14 +554,13 @@ class ItemAutoencoder:
             if callback is not None:
                 callback(Progress(epoch, self.epochs, error, 1e-3))
             if error < best:
-                best, best_state = error, [p.detach().clone() for p in params]
-            elif epoch - min(history, key=lambda h: h[1])[0] >= 10:
+                best, best_epoch, best_state = error, epoch, [p.detach().clone() for p in params]
+            elif epoch - best_epoch >= 10:
                 break
         if check_part is not None:
             self.weights = best_state
         self.dense, self.biases = dense, biases
-        self.row_seen = torch.zeros(m, dtype=torch.bool, device=like.device).index_fill_(0, e.rows, True)
-        self.col_seen = torch.zeros(n, dtype=torch.bool, device=like.device).index_fill_(0, e.cols, True)
+        self.remember_seen(e)
         # Refill the held-out entries: they are known at prediction time.
         if check_part is not None:
             self.dense[check_part.cols, check_part.rows] = check_part.values
@@ -561,10 +577,6 @@ class ItemAutoencoder:
                 out.append(torch.sigmoid(dense[items] @ w1.mT + b1) @ w2.mT + b2)
             table = torch.cat(out)
         return table[position, rows]
-
-    def seen(self, rows: Tensor, cols: Tensor) -> Tensor:
-        r, c = rows.clamp_min(0), cols.clamp_min(0)
-        return (rows >= 0) & (cols >= 0) & self.row_seen[r] & self.col_seen[c]
 
     def predict(self, rows: Tensor, cols: Tensor) -> Tensor:
         seen = self.seen(rows, cols)
