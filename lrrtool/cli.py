@@ -233,16 +233,7 @@ def run_batch(inputs: list[Path], process: Callable[[Path], dict], quiet: bool) 
 
 
 # ------------------------------------------------------------------ inpaint
-MethodOpt = Annotated[
-    CompletionMethod,
-    typer.Option(
-        "--method",
-        help="blend (default): mean of one lrr and two I-AutoRec models, the most accurate measured; "
-        "lrr: biases + low-rank part with a weighted --reg penalty (nuclear = weighted trace norm); "
-        "autorec: item autoencoder; dlrl: the DLRL paper's block network (--factors, --p-block); "
-        "mf: plain biased factorisation.",
-    ),
-]
+# Options of the DLRL method, shared by inpaint and complete.
 WidthOpt = Annotated[int | None, typer.Option("--width", min=1, help="Factor width d (default 20; inpaint 80).")]
 FactorsOpt = Annotated[int, typer.Option("--factors", min=2, help="DLRL: number of factors I.")]
 PBlockOpt = Annotated[
@@ -315,7 +306,7 @@ def inpaint(
     """Fill missing pixels (random drops, blocks, text) by low-rank completion.
 
     Observed pixels are copied to the output unchanged; only masked pixels are solved
-    for. The fill starts from the exact biharmonic interpolant and is refined by a
+    for. The fill starts from the biharmonic interpolant and is refined by a
     low-rank prior on groups of similar 5x5 patches (penalty --reg, default lnn: the
     WNNM weighting). Colour images are handled jointly: every patch vector holds all
     channels, so colours share one low-rank structure (--model global treats channels
@@ -613,8 +604,8 @@ def denoise(
 
     WNNM-style iterations (12 steps): groups of 48 similar 6x6 patches (grey) or 64
     similar 5x5 patches (colour, all channels jointly), found by exact search in a 31x31
-    window, are shrunk by reweighted singular-value thresholding with weights h' of --reg (default lnn, WNNM's
-    weighting), with the noise fed back and re-estimated.
+    window, are shrunk by reweighted singular-value thresholding with weights h' of
+    --reg (default lnn, WNNM's weighting), with the noise fed back and re-estimated.
     --sigma auto estimates the noise by the wavelet MAD rule and reports it.
     """
     from lrrtool import media
@@ -681,6 +672,19 @@ def denoise(
         )
         if failed:
             raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------ complete
+MethodOpt = Annotated[
+    CompletionMethod,
+    typer.Option(
+        "--method",
+        help="blend (default): mean of one lrr and two I-AutoRec models, the most accurate measured; "
+        "lrr: biases + low-rank part with a weighted --reg penalty (nuclear = weighted trace norm); "
+        "autorec: item autoencoder; dlrl: the DLRL paper's block network (--factors, --p-block); "
+        "mf: plain biased factorisation.",
+    ),
+]
 
 
 @app.command()

@@ -8,9 +8,10 @@ r"""Gaussian denoising with a low-rank prior on groups of similar patches.
   re-estimates the remaining noise :math:`\sigma_k = \rho\sqrt{\max(\sigma^2 -
   \mathrm{mean}(Y - Y_k)^2, 0)}` (:math:`\sigma_1 = \sigma`), shrinks every group of
   :math:`Y_k` with :func:`lrrtool.core.prox.reweighted_threshold` (threshold
-  :math:`\lambda\sqrt{K}\sigma_k^2`, weights :math:`h'(\hat\sigma)` with
-  :math:`\hat\sigma^2 = \max(\sigma^2 - K\sigma_k^2, 0)`; ``reg=lnn`` is exactly WNNM's
-  weighting) and averages the patches back.
+  :math:`\lambda\sqrt{n}\sigma_k^2`, weights :math:`h'(\hat\sigma)` with
+  :math:`\hat\sigma^2 = \max(\sigma^2 - n\sigma_k^2, 0)`, :math:`n = \max(K, D)`, the
+  noise energy per eigenvalue of the smaller Gram matrix; for :math:`K \ge D` and
+  ``reg=lnn`` this is exactly WNNM's weighting) and averages the patches back.
 - ``adam``: the paper's route, Adam on
   :math:`\frac{1}{2\sigma^2}\|X - Y\|_F^2 + \lambda' \sum_g R(G_g(X) - \bar G_g(X))`.
 
