@@ -12,11 +12,24 @@ from typer.testing import CliRunner
 from lrrtool import media
 from lrrtool.cli import app
 from lrrtool.metrics import psnr
-from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma
+from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma, remaining_noise
 from lrrtool.tasks.patches import PatchGroups
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 runner = CliRunner()
+
+
+def test_remaining_noise_is_local_to_each_reference_patch():
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.rand(1, 32, 32, generator=g)
+    current = noisy.clone()
+    current[:, :, 16:] += 0.1  # the right half has had 0.1^2 of energy removed, the left none
+    groups = PatchGroups(noisy, patch=4, group=3, stride=4, window=4, search_step=1)
+    level = remaining_noise(noisy, current, 0.2, groups, rescale=0.5)
+    left = groups.index[:, 0] % (32 - 4 + 1) + 4 <= 16  # reference patch wholly in the left half
+    right = groups.index[:, 0] % (32 - 4 + 1) >= 16
+    assert torch.allclose(level[left], torch.tensor(0.5 * 0.2))
+    assert torch.allclose(level[right], torch.tensor(0.5 * (0.2**2 - 0.1**2) ** 0.5))
 
 
 def test_planted_self_similar_image_groups_are_low_rank_and_denoised():

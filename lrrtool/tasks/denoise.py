@@ -5,8 +5,9 @@ r"""Gaussian denoising with a low-rank prior on groups of similar patches.
 
 - ``threshold`` (default): WNNM's scheme (Gu et al. 2014) with any penalty. Each step
   feeds back the noise removed so far, :math:`Y_k = X_{k-1} + \delta (Y - X_{k-1})`,
-  re-estimates the remaining noise :math:`\sigma_k = \rho\sqrt{\max(\sigma^2 -
-  \mathrm{mean}(Y - Y_k)^2, 0)}` (:math:`\sigma_1 = \sigma`), shrinks every group of
+  re-estimates the remaining noise of each group from its reference patch ``P``,
+  :math:`\sigma_k = \rho\sqrt{|\sigma^2 - \mathrm{mean}_P(Y - Y_k)^2|}`
+  (:math:`\sigma_1 = \sigma`), shrinks every group of
   :math:`Y_k` with :func:`lrrtool.core.prox.reweighted_threshold` (threshold
   :math:`\lambda\sqrt{n}\sigma_k^2`, weights :math:`h'(\hat\sigma)` with
   :math:`\hat\sigma^2 = \max(\sigma^2 - n\sigma_k^2, 0)`, :math:`n = \max(K, D)`, the
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from lrrtool.core import Progress, SolveResult, minimize
@@ -52,7 +54,7 @@ class DenoiseSettings(SolverSettings):
     regroup_every: int = 2
     search_step: int = 1
     feedback: float = 0.1
-    rescale: float = 0.6
+    rescale: float = 0.52
     refine: int = 0
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
@@ -108,7 +110,7 @@ def denoise(
 def _threshold(
     noisy: Tensor, sigma: float, s: DenoiseSettings, callback: Callable[[Progress], None] | None
 ) -> tuple[Tensor, SolveResult]:
-    """WNNM iterations; ``loss`` in the result is the last noise estimate ``sigma_k``."""
+    """WNNM iterations; ``loss`` in the result is the last noise estimate ``sigma_k``, mean over the groups."""
     began = time.perf_counter()
     penalty = s.regularizer().function.penalty
     x = noisy
@@ -117,12 +119,12 @@ def _threshold(
     history: list[tuple[int, float]] = []
     for step in range(s.iters):
         y = x + s.feedback * (noisy - x)
-        if step:
-            level = s.rescale * math.sqrt(max(sigma**2 - float((noisy - y).square().mean()), 0.0))
         if step % s.regroup_every == 0:
             groups_of = PatchGroups(
                 y, patch=s.patch, group=s.group, stride=s.stride, window=s.window, search_step=s.search_step
             )
+        if step:
+            level = remaining_noise(noisy, y, sigma, groups_of, s.rescale)
         groups = groups_of.gather(y)
         mean = groups.mean(dim=-2, keepdim=True)
         # Noise adds about max(K, D) sigma^2 to each eigenvalue of the small Gram matrix.
@@ -131,10 +133,20 @@ def _threshold(
         shrunk = reweighted_threshold(groups - mean, penalty, tau, n * level**2, refine=s.refine)
         x = groups_of.average(shrunk + mean)
         x = x.where(groups_of.covered, y)
-        history.append((step + 1, level))
+        mean_level = float(torch.as_tensor(level).mean())
+        history.append((step + 1, mean_level))
         if callback is not None:
-            callback(Progress(step + 1, s.iters, level, s.feedback))
-    return x, SolveResult(s.iters, level, False, time.perf_counter() - began, history)
+            callback(Progress(step + 1, s.iters, mean_level, s.feedback))
+    return x, SolveResult(s.iters, mean_level, False, time.perf_counter() - began, history)
+
+
+def remaining_noise(noisy: Tensor, current: Tensor, sigma: float, groups: PatchGroups, rescale: float) -> Tensor:
+    r"""Noise level left in ``current`` for each group ``(G,)``, estimated on its reference
+        patch ``P``: :math:`
+    ho\sqrt{|\sigma^2 - \mathrm{mean}_P (Y - Y_k)^2|}` (WNNM's local
+        estimate; a global mean over the image measured 0.03-0.24 dB worse)."""
+    removed = all_patches((noisy - current).square(), groups.patch).mean(dim=-1)[groups.index[:, 0]]
+    return rescale * (sigma**2 - removed).abs().sqrt()
 
 
 def _adam(
