@@ -19,15 +19,17 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 runner = CliRunner()
 
 
-def test_remaining_noise_is_local_to_each_reference_patch():
+def test_remaining_noise_is_local_to_each_group():
     g = torch.Generator().manual_seed(0)
     noisy = torch.rand(1, 32, 32, generator=g)
     current = noisy.clone()
     current[:, :, 16:] += 0.1  # the right half has had 0.1^2 of energy removed, the left none
     groups = PatchGroups(noisy, patch=4, group=3, stride=4, window=4, search_step=1)
     level = remaining_noise(noisy, current, 0.2, groups, rescale=0.5)
-    left = groups.index[:, 0] % (32 - 4 + 1) + 4 <= 16  # reference patch wholly in the left half
-    right = groups.index[:, 0] % (32 - 4 + 1) >= 16
+    column = groups.index % (32 - 4 + 1)  # (G, K) left column of every member patch
+    left = (column + 4 <= 16).all(dim=1)  # every patch of the group wholly in the left half
+    right = (column >= 16).all(dim=1)
+    assert left.any() and right.any()
     assert torch.allclose(level[left], torch.tensor(0.5 * 0.2))
     assert torch.allclose(level[right], torch.tensor(0.5 * (0.2**2 - 0.1**2) ** 0.5))
 

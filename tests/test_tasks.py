@@ -7,7 +7,15 @@ from lrrtool import LowRankRegularizer, LRRError
 from lrrtool.core import minimize
 from lrrtool.metrics import psnr
 from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma
-from lrrtool.tasks.inpaint import InpaintSettings, biharmonic_fill, inpaint, laplacian_energy, push_pull_fill
+from lrrtool.tasks.inpaint import (
+    InpaintSettings,
+    biharmonic_fill,
+    choose_start,
+    inpaint,
+    laplacian_energy,
+    low_rank_fills,
+    push_pull_fill,
+)
 from lrrtool.tasks.separate import SeparateSettings, foreground_mask, separate
 
 
@@ -89,6 +97,53 @@ def test_biharmonic_fill_converges_on_a_big_hole():
     assert psnr(filled.float(), image.float(), fill) > psnr(start.float(), image.float(), fill) + 5
 
 
+def _facade(size=96, seed=0):
+    """A rank-2 'facade' in [0, 1]: window rows times window columns plus a shading term."""
+    g = torch.Generator().manual_seed(seed)
+    rows = (
+        (torch.arange(size) % 16 < 9).double() * 0.5 + 0.2 + 0.05 * torch.rand(size, generator=g, dtype=torch.float64)
+    )
+    cols = (torch.arange(size) % 12 < 5).double() * 0.6 + 0.3
+    shade = torch.outer(
+        torch.linspace(0, 0.2, size, dtype=torch.float64), torch.linspace(0.2, 0, size, dtype=torch.float64)
+    )
+    return torch.stack([torch.outer(rows, cols) + shade, 0.8 * torch.outer(rows, cols) + 0.5 * shade]).clamp(0, 1)
+
+
+def test_low_rank_fill_recovers_a_planted_rank_two_image_behind_a_block():
+    image = _facade()
+    fill = torch.zeros(96, 96, dtype=torch.bool)
+    fill[30:60, 40:70] = True
+    blanked = image.masked_fill(fill, 0)
+    start = biharmonic_fill(blanked, fill)
+    rank1, rank2 = low_rank_fills(blanked, fill, start, (1, 2), iters=300)
+    assert torch.equal(rank2[:, ~fill], image[:, ~fill])
+    assert float((rank2 - image).norm() / image.norm()) < 1e-6 < float((rank1 - image).norm() / image.norm())
+    assert psnr(start.float(), image.float(), fill) < 30  # the smooth start could not do it
+
+
+def test_choose_start_takes_low_rank_for_a_facade_and_biharmonic_otherwise():
+    fill = torch.zeros(96, 96, dtype=torch.bool)
+    fill[30:54, 40:64] = True
+    facade = _facade()
+    start, details = choose_start(facade.masked_fill(fill, 0), fill)
+    assert details["start"].startswith("rank ") and details["start_test_gain_db"] > 10
+    assert psnr(start.float(), facade.float(), fill) > 40
+    field = torch.randn(1, 1, 128, 128, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for _ in range(4):
+        field = torch.nn.functional.avg_pool2d(field, 9, 1, 4)
+    field = field[0, :, 16:-16, 16:-16]
+    smooth = 0.5 + 0.3 * field / field.abs().max()  # a smooth random field: no few rows and columns repeat
+    _, details = choose_start(smooth.masked_fill(fill, 0), fill)
+    assert details["start"] == "biharmonic" and details["start_test_gain_db"] < 2
+    drops = torch.rand(96, 96, generator=torch.Generator().manual_seed(1)) < 0.5  # no wide hole: no test
+    start, details = choose_start(facade.masked_fill(drops, 0), drops)
+    assert details == {"start": "biharmonic"}
+    torch.testing.assert_close(start, biharmonic_fill(facade.masked_fill(drops, 0), drops))
+    _, result = inpaint(facade.float().masked_fill(fill, 0), fill, InpaintSettings(start="biharmonic"))
+    assert result.details == {"start": "biharmonic"}
+
+
 @pytest.mark.parametrize("solver", ["threshold", "adam"])
 def test_inpaint_global_model(solver):
     image = _image(1).clamp(0, 1)
@@ -137,7 +192,16 @@ def test_task_settings_share_one_regularizer_factory_and_seed_the_probes():
 def test_inpaint_settings_resolve_per_solver_defaults_and_refuse_bad_values():
     assert InpaintSettings().resolved().iters == 16 and InpaintSettings(solver="adam").resolved().iters == 200
     assert InpaintSettings(lam=2.0).resolved().lam == 2.0
-    for bad in ({"solver": "sgd"}, {"lam": -1.0}, {"noise_end": 0.0}, {"patch": 0}, {"iters": 0}):
+    for bad in (
+        {"solver": "sgd"},
+        {"lam": -1.0},
+        {"noise_end": 0.0},
+        {"patch": 0},
+        {"iters": 0},
+        {"start": "zeros"},
+        {"start_ranks": ()},
+        {"start_ranks": (0,)},
+    ):
         with pytest.raises(LRRError):
             InpaintSettings(**bad).validate()
 

@@ -37,6 +37,8 @@ class SolveResult:
     converged: bool
     seconds: float
     history: list[tuple[int, float]] = field(default_factory=list)
+    #: What the task chose on its own (e.g. inpainting's start), for reports.
+    details: dict[str, object] = field(default_factory=dict)
 
 
 SCHEDULES = ("cosine", "constant")
