@@ -61,9 +61,29 @@ def test_inpaint_writes_output_report_and_keeps_input(small):
     report = json.loads((small / "r.json").read_text())
     entry = report["results"][0]
     assert entry["output"] == str(out) and entry["iterations"] >= 1 and entry["metrics"]["psnr"] > 25
+    assert entry["start"] == "biharmonic" and entry["start_test_gain_db"] < 2  # a 16 px hole in a photo
     # observed pixels are unchanged in the file
     a, b = Image.open(out).convert("RGB"), Image.open(small / "photo.png").convert("RGB")
     assert a.getpixel((5, 5)) == b.getpixel((5, 5)) and a.getpixel((60, 60)) == b.getpixel((60, 60))
+
+
+def test_inpaint_facade_block_starts_from_low_rank_and_beats_biharmonic_start(tmp_path):
+    Image.open(SAMPLES / "facade.jpg").crop((100, 100, 220, 220)).save(tmp_path / "facade.png")
+    mask = Image.new("L", (120, 120), 0)
+    mask.paste(255, (45, 45, 75, 75))
+    mask.save(tmp_path / "block.png")
+    psnr_missing = {}
+    for start in ("auto", "biharmonic"):
+        report = tmp_path / f"{start}.json"
+        args = ("--start", start, "--reference", tmp_path / "facade.png", "--report", report, "--quiet")
+        result = invoke(
+            "inpaint", tmp_path / "facade.png", "--mask", tmp_path / "block.png", "-o", tmp_path / f"{start}.png", *args
+        )
+        assert result.exit_code == 0, result.output
+        entry = json.loads(report.read_text())["results"][0]
+        assert entry["start"].startswith("rank ") if start == "auto" else entry["start"] == "biharmonic"
+        psnr_missing[start] = entry["metrics"]["psnr_missing"]
+    assert psnr_missing["auto"] > psnr_missing["biharmonic"] + 3, psnr_missing
 
 
 def test_inpaint_glob_with_output_dir_and_drop(small):
@@ -105,6 +125,7 @@ def test_inpaint_glob_with_output_dir_and_drop(small):
         ),
         (["photo.png", "--mask", "mask.png", "--lr", "0.1"], "apply to --solver adam only"),
         (["photo.png", "--mask", "mask.png", "--solver", "newton"], "unknown solver"),
+        (["photo.png", "--mask", "mask.png", "--start", "zeros"], "unknown start"),
         (["photo.png"], "exactly one of --mask"),
         (["photo.png", "--mask", "mask.png", "--reg", "laplace", "--gamma", "-2"], "gamma must be"),
     ],

@@ -201,6 +201,8 @@ def test_inpaint_settings_resolve_per_solver_defaults_and_refuse_bad_values():
         {"start": "zeros"},
         {"start_ranks": ()},
         {"start_ranks": (0,)},
+        {"start_ranks": (3, 2)},
+        {"start_margin": float("nan")},
     ):
         with pytest.raises(LRRError):
             InpaintSettings(**bad).validate()

@@ -62,6 +62,8 @@ class InpaintSettings(SolverSettings):
     ``lam``, ``iters`` and ``regroup_every`` left as None take the solver's default
     (``choice_defaults``); ``smooth`` and ``lr`` are used by ``adam`` only,
     ``noise_start`` and ``noise_end`` (pixel units, [0, 1]) by ``threshold`` only.
+    ``start``, ``start_ranks`` (increasing) and ``start_margin`` (dB) go to
+    :func:`choose_start`.
     """
 
     reg: str = "lnn"
@@ -121,8 +123,13 @@ class InpaintSettings(SolverSettings):
             self.dlrl_settings().validate()
         if s.start not in STARTS:
             raise LRRError(f"unknown start {s.start!r}; choose one of: {', '.join(STARTS)}")
-        if not s.start_ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in s.start_ranks):
-            raise LRRError(f"start ranks must be integers >= 1, got {s.start_ranks!r}")
+        ranks = s.start_ranks
+        if not ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ranks):
+            raise LRRError(f"start ranks must be integers >= 1, got {ranks!r}")
+        if list(ranks) != sorted(set(ranks)):
+            raise LRRError(f"start ranks must be increasing, got {ranks!r}")
+        if not math.isfinite(s.start_margin):
+            raise LRRError(f"start margin must be a finite number of dB, got {s.start_margin}")
         if not (0 < s.noise_end <= s.noise_start):
             raise LRRError(f"need 0 < noise_end <= noise_start, got {s.noise_end} and {s.noise_start}")
 
@@ -250,7 +257,7 @@ def wide_hole(fill: Tensor, radius: int) -> Tensor:
 def choose_start(
     image: Tensor, fill: Tensor, *, ranks: tuple[int, ...] = (1, 2, 3, 5, 8, 12), margin_db: float = 2.0
 ) -> tuple[Tensor, dict[str, object]]:
-    """The start of the refinement: :func:`biharmonic_fill`, or :func:`low_rank_fill` at the
+    """The start of the refinement: :func:`biharmonic_fill`, or :func:`low_rank_fills` at the
     rank that a held-out test picks, when the mask has wide holes and that rank wins.
 
     Smooth interpolation is right for thin holes (drops, text); a wide hole in a
@@ -259,7 +266,8 @@ def choose_start(
     shifts; pixels within 4 px of the real hole excluded), completes each way, and scores
     the squared error on the hidden pixels. The low-rank fill is taken only when its error
     is ``margin_db`` dB below the biharmonic's; otherwise the biharmonic one is kept. Masks
-    with no pixel farther than 4 px from an observed one skip the test. Returns ``(start,
+    with no pixel farther than 4 px from an observed one skip the test, and so do holes too
+    big for a shifted copy to land on enough known pixels. Returns ``(start,
     details)``; ``details["start"]`` says which (``"biharmonic"``, ``"rank R"`` or
     ``"rank R (ladder)"``, see :func:`low_rank_fills`; both kinds are tested).
     """
