@@ -217,6 +217,15 @@ def root(
     """Image and video restoration with differentiable low-rank regularisation."""
 
 
+def skipped(path: Path, target: Path, overwrite: bool, explicit_output: bool) -> dict | None:
+    """The report entry of an input whose default output already exists (said on the
+    console), or None when it is to be written: ``-o`` and ``--overwrite`` always write."""
+    if explicit_output or overwrite or not target.exists():
+        return None
+    console.print(f"skip {path}: {target} exists (use --overwrite)")
+    return {"input": str(path), "output": str(target), "skipped": True}
+
+
 def run_batch(inputs: list[Path], process: Callable[[Path], dict], quiet: bool) -> tuple[list[dict], int]:
     """Run ``process`` on each input; a failed input is reported and the others go on."""
     results, failed = [], 0
@@ -365,9 +374,8 @@ def inpaint(
         def process(path: Path) -> dict:
             target = output_path(path, output, output_dir, "inpainted", len(inputs) > 1)
             media.check_output(target, protect)
-            if target.exists() and not overwrite and output is None:
-                console.print(f"skip {path}: {target} exists (use --overwrite)")
-                return {"input": str(path), "output": str(target), "skipped": True}
+            if (entry := skipped(path, target, overwrite, output is not None)) is not None:
+                return entry
             image = media.read_image(path)
             size = tuple(image.shape[-2:])
             if drop is not None:
@@ -652,8 +660,8 @@ def denoise(
         def process(path: Path) -> dict:
             target = output_path(path, output, output_dir, "denoised", len(inputs) > 1)
             media.check_output(target, protect)
-            if target.exists() and not overwrite and output is None:
-                return {"input": str(path), "output": str(target), "skipped": True}
+            if (entry := skipped(path, target, overwrite, output is not None)) is not None:
+                return entry
             noisy = media.read_image(path)
             level = estimate_sigma(noisy) if sigma == "auto" else sigma_value / 255
             started = time.perf_counter()

@@ -103,3 +103,27 @@ def test_cli_bad_input(tmp_path, photo, args, message):
     before = snapshot(tmp_path)
     result = runner.invoke(app, ["denoise", *[str(tmp_path / a) if a.endswith(".png") else a for a in args], "-q"])
     assert_clean_failure(result, message, tmp_path, before)
+
+
+def test_cli_existing_default_output_is_skipped_and_said_unless_overwrite(tmp_path, photo):
+    media.write_image(tmp_path / "noisy.png", photo[:, :32, :32])
+    target = tmp_path / "noisy.denoised.png"
+    target.write_bytes(b"an older result")
+    args = [
+        "denoise",
+        str(tmp_path / "noisy.png"),
+        "--sigma",
+        "10",
+        "--iters",
+        "1",
+        "--report",
+        str(tmp_path / "r.json"),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "skip" in result.output and "--overwrite" in result.output
+    assert target.read_bytes() == b"an older result"
+    assert json.loads((tmp_path / "r.json").read_text())["results"][0]["skipped"] is True
+    result = runner.invoke(app, [*args, "--overwrite", "-q"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(target).size == (32, 32)
