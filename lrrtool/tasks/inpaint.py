@@ -51,6 +51,9 @@ from lrrtool.tasks.settings import SolverSettings
 MODELS = ("patches", "global")
 #: ``auto``: :func:`choose_start`; ``biharmonic``: always :func:`biharmonic_fill`.
 STARTS = ("auto", "biharmonic")
+#: Ranks that :func:`choose_start` tries, and the pixels-from-known radius of a "wide" hole.
+START_RANKS = (1, 2, 3, 5, 8, 12)
+WIDE_HOLE_RADIUS = 4
 #: ``lrr``: the solvers above; ``dlrl``: the DLRL paper's network (:func:`_dlrl`).
 INPAINT_METHODS = ("lrr", "dlrl")
 
@@ -86,7 +89,7 @@ class InpaintSettings(SolverSettings):
     dlrl_iters: int = 500
     dlrl_lr: float = 0.005
     start: str = "auto"
-    start_ranks: tuple[int, ...] = (1, 2, 3, 5, 8, 12)
+    start_ranks: tuple[int, ...] = START_RANKS
     start_margin: float = 2.0
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
@@ -231,6 +234,8 @@ def low_rank_fills(
     SVD per sweep. ``image``, ``start`` ``(C, H, W)``; ``fill`` bool ``(H, W)``; returns
     one ``(C, H, W)`` per rank, in [0, 1] under ``fill`` and ``image`` elsewhere.
     """
+    if not ranks:
+        return []
     x = start
     basis = torch.linalg.svd(x, full_matrices=False).Vh.transpose(-1, -2)  # (C, W, min(H, W))
     q = basis[..., :0]
@@ -248,14 +253,18 @@ def low_rank_fills(
     return fills
 
 
+def dilate(mask: Tensor, radius: int) -> Tensor:
+    """Pixels with a True pixel of ``mask`` ``(H, W)`` in the ``(2 radius + 1)``-square around them."""
+    return F.max_pool2d(mask.to(torch.float32)[None, None], 2 * radius + 1, 1, radius)[0, 0] > 0
+
+
 def wide_hole(fill: Tensor, radius: int) -> Tensor:
     """Pixels of ``fill`` ``(H, W)`` with no observed pixel in the ``(2 radius + 1)``-square around them."""
-    observed = (~fill).to(torch.float32)[None, None]
-    return F.max_pool2d(observed, 2 * radius + 1, 1, radius)[0, 0] == 0
+    return ~dilate(~fill, radius)
 
 
 def choose_start(
-    image: Tensor, fill: Tensor, *, ranks: tuple[int, ...] = (1, 2, 3, 5, 8, 12), margin_db: float = 2.0
+    image: Tensor, fill: Tensor, *, ranks: Sequence[int] = START_RANKS, margin_db: float = 2.0
 ) -> tuple[Tensor, dict[str, object]]:
     """The start of the refinement: :func:`biharmonic_fill`, or :func:`low_rank_fills` at the
     rank that a held-out test picks, when the mask has wide holes and that rank wins.
@@ -273,11 +282,12 @@ def choose_start(
     """
     smooth = biharmonic_fill(image, fill)
     details: dict[str, object] = {"start": "biharmonic"}
-    if not bool(wide_hole(fill, 4).any()):
+    if not bool(wide_hole(fill, WIDE_HOLE_RADIUS).any()):
         return smooth, details
     h, w = fill.shape
-    near = F.max_pool2d(fill.to(torch.float32)[None, None], 9, 1, 4)[0, 0] > 0
-    candidates = [(ladder, rank) for ladder in (True, False) for rank in ranks]
+    near = dilate(fill, WIDE_HOLE_RADIUS)
+    # The direct first rank is the ladder's first step: tried once.
+    candidates = [(True, rank) for rank in ranks] + [(False, rank) for rank in ranks[1:]]
     errors = torch.zeros(len(candidates) + 1, dtype=torch.float64)
     tests = 0
     for shift in ((h // 3, 0), (0, w // 3), (h // 3, w // 3)):
@@ -287,9 +297,8 @@ def choose_start(
         both = fill | hidden
         blanked = image.masked_fill(both, 0)
         base = biharmonic_fill(blanked, both)
-        fills = [base.clamp(0, 1)]
-        for ladder in (True, False):
-            fills += low_rank_fills(blanked, both, base, ranks, ladder=ladder)
+        fills = [base.clamp(0, 1), *low_rank_fills(blanked, both, base, ranks)]
+        fills += low_rank_fills(blanked, both, base, ranks[1:], ladder=False)
         errors += torch.stack([(f - image)[:, hidden].square().mean() for f in fills]).double().cpu()
         tests += 1
     if not tests:
