@@ -116,6 +116,22 @@ def read_mask(
     return torch.from_numpy(fill.copy())
 
 
+def find_mask(image: str | Path, *, mask: str | Path | None = None, mask_dir: str | Path | None = None) -> Path:
+    """The mask file of ``image``: ``mask`` itself, or in ``mask_dir`` the file of the same
+    name, else the first file of the same stem (``photo.png`` for ``photo.jpg``)."""
+    if mask is not None:
+        return Path(mask)
+    if mask_dir is None:
+        raise LRRError("give --mask or --mask-dir")
+    image, folder = Path(image), Path(mask_dir)
+    if (folder / image.name).exists():
+        return folder / image.name
+    candidates = sorted(folder.glob(image.stem + ".*"))
+    if not candidates:
+        raise LRRError(f"{folder}: no mask named {image.stem}.*")
+    return candidates[0]
+
+
 def _quantize(image: torch.Tensor) -> np.ndarray:
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise LRRError(f"cannot write an image of shape {tuple(image.shape)}; expected (1 or 3, H, W)")
@@ -176,9 +192,6 @@ def write_image(path: str | Path, image: torch.Tensor, *, protect: Iterable[str 
         except OSError as error:
             raise LRRError(f"{path}: cannot write ({_summary(error)})") from None
     return path
-
-
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif"}
 
 
 def _frame_tensor(frame: np.ndarray, size: tuple[int, int] | None, grey: bool) -> torch.Tensor:

@@ -123,11 +123,11 @@ def test_inpaint_glob_with_output_dir_and_drop(small):
             ["photo.png", "--mask", "mask.png", "--solver", "adam", "--lr", "1e30", "--iters", "30"],
             "lower the learning rate",
         ),
-        (["photo.png", "--mask", "mask.png", "--lr", "0.1"], "apply to --solver adam only"),
-        (["photo.png", "--mask", "mask.png", "--solver", "newton"], "unknown solver"),
-        (["photo.png", "--mask", "mask.png", "--start", "zeros"], "unknown start"),
+        (["photo.png", "--mask", "mask.png", "--lr", "0.1"], "--lr does not apply to solver threshold"),
+        (["photo.png", "--mask", "mask.png", "--solver", "newton"], "Invalid value for '--solver'"),
+        (["photo.png", "--mask", "mask.png", "--start", "zeros"], "Invalid value for '--start'"),
         (["photo.png"], "exactly one of --mask"),
-        (["photo.png", "--mask", "mask.png", "--reg", "laplace", "--gamma", "-2"], "gamma must be"),
+        (["photo.png", "--mask", "mask.png", "--reg", "laplace", "--gamma", "-2"], "--gamma must be"),
     ],
 )
 def test_inpaint_bad_input_one_line_error_and_inputs_untouched(small, args, message):
@@ -140,24 +140,20 @@ def test_inpaint_bad_input_one_line_error_and_inputs_untouched(small, args, mess
 
 
 def test_inpaint_resize_mask_and_invert(small):
-    Image.new("L", (32, 32), 255).save(small / "half.png")
+    """A half-size mask, black = fill: with --invert-mask only the resized black square is
+    filled; without it, nearly the whole image would be, and a pixel far from the square changes."""
     mask = Image.new("L", (32, 32), 255)
     mask.paste(0, (10, 10, 16, 16))
     mask.save(small / "half.png")
-    result = invoke(
-        "inpaint",
-        small / "photo.png",
-        "--mask",
-        small / "half.png",
-        "--resize-mask",
-        "--invert-mask",
-        "--iters",
-        5,
-        "-o",
-        small / "x.png",
-        "-q",
-    )
+    args = ["inpaint", small / "photo.png", "--mask", small / "half.png", "--resize-mask", "--iters", 5, "-q"]
+    result = invoke(*args, "--invert-mask", "-o", small / "x.png", "--report", small / "x.json")
     assert result.exit_code == 0, result.output
+    assert json.loads((small / "x.json").read_text())["results"][0]["missing_fraction"] == (12 * 12) / 64**2
+    original, inverted = Image.open(small / "photo.png"), Image.open(small / "x.png")
+    assert inverted.getpixel((50, 50)) == original.getpixel((50, 50))  # outside the square: observed
+    result = invoke(*args, "-o", small / "y.png", "--report", small / "y.json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((small / "y.json").read_text())["results"][0]["missing_fraction"] > 0.9
 
 
 def test_separate_sample_clip(tmp_path):
@@ -231,7 +227,7 @@ def test_separate_streams_a_long_clip_in_bounded_chunks(tmp_path, monkeypatch):
         ("dirfile", "exists and is not a folder"),
         ("missing", "no such file"),
         ("noframes", "no frames to process"),
-        ("toolarge", "do not fit --memory-gib"),
+        ("toolarge", "--memory-gib 0.25 does not hold frames"),
         ("truncated", "video"),
     ],
 )

@@ -205,8 +205,8 @@ def test_zero_and_empty_matrices():
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [
-        (("frobenius",), {}, "unknown regulariser"),
-        (("bessel-laplace",), {}, "unknown regulariser"),
+        (("frobenius",), {}, "is unknown"),
+        (("bessel-laplace",), {}, "is unknown"),
         (("laplace",), {"gamma": -1.0}, "gamma must be"),
         (("laplace",), {"gamma": math.nan}, "gamma must be"),
         (("schatten-p",), {"p": 0.0}, "p must be"),
@@ -217,7 +217,7 @@ def test_zero_and_empty_matrices():
         (("chebyshev-laplace",), {"degree": 500}, "degree must be"),
         (("taylor-schatten-p",), {"p": 0.5}, "no Maclaurin series"),
         (("laguerre-rank",), {}, "rank indicator has no series"),
-        (("nuclear",), {"estimator": "magic"}, "unknown estimator"),
+        (("nuclear",), {"estimator": "magic"}, "estimator must be one of"),
         (("nuclear",), {"estimator": "exact", "probes": 8}, "does not take probes"),
         (("nuclear",), {"estimator": "stochastic", "probes": 0}, "probes must be"),
     ],

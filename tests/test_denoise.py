@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from lrrtool import media
 from lrrtool.cli import app
 from lrrtool.metrics import psnr
+from lrrtool.patches import PatchGroups
 from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma, remaining_noise
-from lrrtool.tasks.patches import PatchGroups
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 runner = CliRunner()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lrrtool import LRRError
-from lrrtool.core import minimize
+from lrrtool.solvers import minimize
 
 
 def test_minimize_converges_on_a_quadratic_and_reports_progress():
@@ -14,7 +14,7 @@ def test_minimize_converges_on_a_quadratic_and_reports_progress():
     result = minimize(lambda: (x - target).square().sum(), [x], iters=2000, lr=0.1, tol=1e-9, callback=seen.append)
     torch.testing.assert_close(x.detach(), target, atol=1e-3, rtol=0)
     assert seen and seen[0].iteration == 10 and seen[0].total == 2000
-    assert result.loss < 1e-5 and result.iterations <= 2000
+    assert result.metric == "loss" and result.value < 1e-5 and result.iterations <= 2000
 
 
 def test_stopping_rule_needs_two_checks():
@@ -33,9 +33,9 @@ def test_divergence_is_detected_with_a_hint():
     ("kwargs", "message"),
     [
         ({"iters": 0}, "iters"),
-        ({"lr": -1.0}, "learning rate"),
-        ({"lr": math.nan}, "learning rate"),
-        ({"schedule": "warp"}, "unknown schedule"),
+        ({"lr": -1.0}, "lr must be"),
+        ({"lr": math.nan}, "lr must be"),
+        ({"tol": -1.0}, "tol must be"),
     ],
 )
 def test_bad_solver_settings(kwargs, message):

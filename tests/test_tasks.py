@@ -4,19 +4,12 @@ import pytest
 import torch
 
 from lrrtool import LowRankRegularizer, LRRError
-from lrrtool.core import minimize
 from lrrtool.metrics import psnr
-from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma
-from lrrtool.tasks.inpaint import (
-    InpaintSettings,
-    biharmonic_fill,
-    choose_start,
-    inpaint,
-    laplacian_energy,
-    low_rank_fills,
-    push_pull_fill,
-)
+from lrrtool.solvers import minimize
+from lrrtool.tasks.denoise import DenoiseSettings, denoise
+from lrrtool.tasks.inpaint import InpaintSettings, inpaint
 from lrrtool.tasks.separate import SeparateSettings, foreground_mask, separate
+from lrrtool.tasks.starts import biharmonic_fill, choose_start, laplacian_energy, low_rank_fills, push_pull_fill
 
 
 def test_low_rank_matrix_recovered_from_half_its_entries():
@@ -171,17 +164,21 @@ def test_separate_recovers_planted_background_and_foreground(solver):
     torch.testing.assert_close(bg + fg, frames)
 
 
-def test_denoise_planted_low_rank_group_and_real_texture():
+@pytest.mark.parametrize("solver", ["threshold", "adam"])
+def test_denoise_recovers_a_planted_periodic_image(solver):
+    """A 6x6 random tile repeated: every patch recurs exactly, so each centred group of
+    similar patches is rank 0 in truth; both solvers must remove most of the noise."""
     g = torch.Generator().manual_seed(0)
-    clean = _image(3).clamp(0, 1)
-    noisy = (clean + 0.08 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
-    assert abs(estimate_sigma(noisy) - 0.08) < 0.03
-    out, _ = denoise(noisy, 0.08, DenoiseSettings(iters=60))
-    assert psnr(out, clean) > psnr(noisy, clean) + 2
+    clean = torch.rand(1, 6, 6, generator=g).repeat(1, 8, 8) * 0.6 + 0.2
+    noisy = clean + 0.08 * torch.randn(clean.shape, generator=g)
+    out, result = denoise(noisy, 0.08, DenoiseSettings(solver=solver, iters=None if solver == "threshold" else 80))
+    # measured: 21.9 dB noisy, 36.3 threshold, 32.0 adam
+    assert psnr(out, clean) > psnr(noisy, clean) + (12 if solver == "threshold" else 8), psnr(out, clean)
+    assert result.metric == ("change" if solver == "threshold" else "loss")
 
 
 def test_task_settings_share_one_regularizer_factory_and_seed_the_probes():
-    reg = SeparateSettings(estimator="stochastic", seed=3).regularizer()
+    reg = SeparateSettings(solver="adam", estimator="stochastic", seed=3).regularizer()
     assert reg.estimator.generator.initial_seed() == 3
     assert InpaintSettings().regularizer().function.penalty.gamma == 1e-3  # inpaint's default gamma
     assert SeparateSettings(reg="laplace").regularizer().function.penalty.gamma == 1.0  # the penalty default
@@ -204,8 +201,9 @@ def test_inpaint_settings_resolve_per_solver_defaults_and_refuse_bad_values():
         {"start_ranks": (3, 2)},
         {"start_margin": float("nan")},
     ):
-        with pytest.raises(LRRError):
-            InpaintSettings(**bad).validate()
+        with pytest.raises(LRRError) as error:
+            InpaintSettings(**bad)
+        assert str(error.value).startswith(error.value.parameter or "start_margin")
 
 
 def test_foreground_mask_grows_from_strong_seeds_only():

@@ -4,7 +4,6 @@ from lrrtool.core.estimators import ESTIMATORS, SpectralFunction, choose_estimat
 from lrrtool.core.penalties import PENALTIES, Penalty, make_penalty
 from lrrtool.core.regularizer import LowRankRegularizer, parse_reg, regularizer_names
 from lrrtool.core.series import SERIES
-from lrrtool.core.solver import Progress, SolveResult, minimize
 
 __all__ = [
     "ESTIMATORS",
@@ -12,12 +11,9 @@ __all__ = [
     "SERIES",
     "LowRankRegularizer",
     "Penalty",
-    "Progress",
-    "SolveResult",
     "SpectralFunction",
     "choose_estimator",
     "make_penalty",
-    "minimize",
     "parse_reg",
     "regularizer_names",
 ]

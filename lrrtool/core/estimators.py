@@ -53,6 +53,15 @@ class SpectralFunction:
         self.series.check_scale(scale)
         return self.series.polynomial(scale)(sigma)
 
+    def value_and_derivative(self, sigma: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+        """``f(sigma)`` and ``f'(sigma)`` elementwise (detached), by autograd on the scalar
+        function; ``sigma`` ``(..., k)``, ``scale`` ``(...)`` as in :meth:`elementwise`."""
+        with torch.enable_grad():
+            s = sigma.detach().requires_grad_(True)
+            values = self.elementwise(s, scale)
+            (slope,) = torch.autograd.grad(values.sum(), s, allow_unused=True)
+        return values.detach(), torch.zeros_like(sigma) if slope is None else slope
+
     def polynomial(self, scale: Tensor) -> ScaledPolynomial:
         """``f`` as a polynomial on ``[0, scale]``: exact where ``h`` is one, else a series
         (the chosen one, or Chebyshev, the most accurate per degree)."""
@@ -69,15 +78,6 @@ class SpectralFunction:
         return self._fallback.polynomial(scale)
 
 
-def _value_and_derivative(f: SpectralFunction, sigma: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
-    """``f(sigma)`` and ``f'(sigma)`` elementwise, by autograd on the scalar function."""
-    with torch.enable_grad():
-        s = sigma.detach().requires_grad_(True)
-        values = f.elementwise(s, scale)
-        (slope,) = torch.autograd.grad(values.sum(), s, allow_unused=True)
-    return values.detach(), torch.zeros_like(sigma) if slope is None else slope
-
-
 class _ExactSpectral(torch.autograd.Function):
     @staticmethod
     def forward(ctx, S: Tensor, f: SpectralFunction) -> Tensor:
@@ -90,7 +90,7 @@ class _ExactSpectral(torch.autograd.Function):
             values = (sigma > tol.unsqueeze(-1)).to(S.dtype)
             slope = torch.zeros_like(sigma)
         else:
-            values, slope = _value_and_derivative(f, sigma, top)
+            values, slope = f.value_and_derivative(sigma, top)
         # grad = U diag(f') V^T = S V diag(f'/sigma) V^T. Through the Gram matrix sigma is
         # only resolved to about sqrt(k eps) sigma_1: below that, directions get 0.
         cutoff = ((S.shape[-1] * torch.finfo(S.dtype).eps) ** 0.5 * top).unsqueeze(-1)
@@ -144,7 +144,6 @@ class Estimator(ABC):
     """Computes ``sum over batch and i of f(sigma_i(S))`` as a differentiable scalar."""
 
     name: ClassVar[str]
-    summary: ClassVar[str]
 
     @abstractmethod
     def __call__(self, S: Tensor, f: SpectralFunction) -> Tensor: ...
@@ -152,7 +151,6 @@ class Estimator(ABC):
 
 class ExactEstimator(Estimator):
     name = "exact"
-    summary = "eigenvalues of the smaller Gram matrix (oracle; fastest on CPU)"
 
     def __call__(self, S: Tensor, f: SpectralFunction) -> Tensor:
         return _ExactSpectral.apply(S, f)
@@ -160,7 +158,6 @@ class ExactEstimator(Estimator):
 
 class NewtonSchulzEstimator(Estimator):
     name = "newton-schulz"
-    summary = "matmul-only Newton-Schulz root + exact trace of the series"
 
     def __init__(self, sqrt_iters: int = 24, power_iters: int = 12) -> None:
         self.sqrt_iters = _count("sqrt_iters", sqrt_iters)
@@ -172,7 +169,6 @@ class NewtonSchulzEstimator(Estimator):
 
 class StochasticEstimator(Estimator):
     name = "stochastic"
-    summary = "EDLRR paper: Gaussian probes, iterative pseudo-inverse, Newton-Schulz"
 
     def __init__(
         self,
@@ -211,7 +207,6 @@ class StochasticEstimator(Estimator):
 
 class AutoEstimator(Estimator):
     name = "auto"
-    summary = "exact on CPU or small matrices, newton-schulz on CUDA from k >= 512"
 
     def __init__(self, **options) -> None:
         self._exact = ExactEstimator()

@@ -7,8 +7,6 @@ Shapes: ``S`` is ``(..., m, n)``; Gram matrices are ``(..., k, k)`` with
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -83,12 +81,6 @@ def iterative_pinv(A: Tensor, iters: int, top_eigenvalue: Tensor) -> Tensor:
     for _ in range(iters):
         X = 2 * X - X @ A @ X
     return X
-
-
-def default_sqrt_iters(condition: float) -> int:
-    """Newton–Schulz steps that resolve singular values down to ``sigma_1 / condition``."""
-    smallest_eigenvalue = 1 / condition**2
-    return math.ceil(math.log(1 / smallest_eigenvalue) / math.log(2.25)) + 6
 
 
 def gram_eigh(G: Tensor) -> tuple[Tensor, Tensor]:

@@ -22,7 +22,7 @@ from lrrtool.errors import LRRError
 def _positive(name: str, value: float, what: str) -> float:
     value = float(value)
     if not math.isfinite(value) or value <= 0:
-        raise LRRError(f"{what}: {name} must be a finite number > 0, got {value}")
+        raise LRRError(f"{name} must be a finite number > 0 for {what}, got {value}", parameter=name)
     return value
 
 
@@ -250,10 +250,10 @@ def make_penalty(name: str, **params: float | None) -> Penalty:
     """Build a penalty by registry name; unknown names or parameters raise ``LRRError``."""
     cls = PENALTIES.get(name)
     if cls is None:
-        raise LRRError(f"unknown penalty {name!r}; choose one of: {', '.join(PENALTIES)}")
+        raise LRRError(f"reg {name!r} is unknown; choose one of: {', '.join(PENALTIES)}", parameter="reg")
     given = {k: v for k, v in params.items() if v is not None}
     extra = sorted(set(given) - set(cls.parameters))
     if extra:
         takes = ", ".join(cls.parameters) or "no parameters"
-        raise LRRError(f"penalty {name!r} takes {takes}, not {', '.join(extra)}")
+        raise LRRError(f"{extra[0]} does not apply to penalty {name!r} (it takes {takes})", parameter=extra[0])
     return cls(**given)

@@ -1,16 +1,19 @@
-r"""Exact spectral shrinkage: the proximal step of :math:`R(S) = \sum_i h(\sigma_i(S))`.
+r"""Exact spectral shrinkage: the proximal step of :math:`R(S) = \sum_i f(\sigma_i(S))`.
 
 For a batch ``S`` of shape ``(..., m, n)`` with SVD :math:`U\,\mathrm{diag}(\sigma)V^\top`,
 one *reweighted singular-value thresholding* step is
 
-.. math:: S \mapsto U\,\mathrm{diag}\big(\max(\sigma_i - \tau\,h'(\hat\sigma_i), 0)\big)V^\top,
+.. math:: S \mapsto U\,\mathrm{diag}\big(\max(\sigma_i - \tau\,f'(\hat\sigma_i), 0)\big)V^\top,
    \qquad \hat\sigma_i = \sqrt{\max(\sigma_i^2 - \beta, 0)},
 
 the proximal map of the linearisation of ``R`` at :math:`\hat\sigma` (IRNN, Lu et al.
-2015). With ``h = sigma`` it is exact singular-value soft-thresholding; with
-``h = log(1 + sigma/gamma)`` and :math:`\beta = n\delta^2` it is the weighted
-nuclear-norm step of WNNM (Gu et al. 2014), where :math:`\hat\sigma` estimates the clean
-singular values under noise of standard deviation :math:`\delta`.
+2015). ``f`` is the penalty ``h`` or, for a series-prefixed regulariser
+(``laguerre-laplace``), that truncated series, fitted on :math:`[0, \sigma_1]` of each
+matrix: the threshold weights come from the function the user named. With ``h = sigma``
+it is exact singular-value soft-thresholding; with ``h = log(1 + sigma/gamma)`` and
+:math:`\beta = n\delta^2` it is the weighted nuclear-norm step of WNNM (Gu et al. 2014),
+where :math:`\hat\sigma` estimates the clean singular values under noise of standard
+deviation :math:`\delta`.
 
 Computed from the ``k x k`` Gram matrix of the smaller side (``k = min(m, n)``), so a
 batch of small, wide patch groups costs one batched ``eigh`` of ``k x k`` matrices.
@@ -21,32 +24,32 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lrrtool.core.estimators import SpectralFunction
 from lrrtool.core.matfun import gram, gram_eigh, small_side
-from lrrtool.core.penalties import Penalty
 from lrrtool.errors import LRRError
 
 
-def penalty_slope(penalty: Penalty, sigma: Tensor) -> Tensor:
-    """``h'(sigma)`` elementwise (by autograd on ``h``); ``+inf`` where ``h`` is infinitely steep."""
-    if penalty.indicator:
-        raise LRRError(f"{penalty.name} has no slope to threshold with; choose a relaxation such as lnn or nuclear")
-    with torch.enable_grad():
-        s = sigma.detach().clone().requires_grad_(True)
-        (slope,) = torch.autograd.grad(penalty.h(s).sum(), s)
-    return torch.nan_to_num(slope, nan=torch.inf)
+def spectral_slope(f: SpectralFunction, sigma: Tensor, scale: Tensor) -> Tensor:
+    """``f'(sigma)`` elementwise for ``sigma`` ``(..., k)`` with ``sigma_1`` bound ``scale``
+    ``(...)``; ``+inf`` where ``f`` is infinitely steep. Penalties are non-decreasing, so a
+    negative slope (a truncated series ringing) is clamped to 0."""
+    if f.penalty.indicator:
+        raise LRRError(f"{f.penalty.name} has no slope to threshold with; choose a relaxation such as lnn or nuclear")
+    _, slope = f.value_and_derivative(sigma, scale.clamp_min(torch.finfo(sigma.dtype).tiny))
+    return torch.nan_to_num(slope, nan=torch.inf).clamp_min(0)
 
 
 def reweighted_threshold(
-    S: Tensor, penalty: Penalty, tau: Tensor | float, debias: Tensor | float = 0.0, refine: int = 0
+    S: Tensor, f: SpectralFunction, tau: Tensor | float, debias: Tensor | float = 0.0, refine: int = 0
 ) -> Tensor:
     r"""One reweighted singular-value thresholding step (see the module docstring).
 
     Args:
         S: ``(..., m, n)`` matrices.
-        penalty: supplies ``h'``.
+        f: the spectral function whose slope ``f'`` weighs the threshold.
         tau: threshold scale :math:`\tau \ge 0`, a float or broadcastable to ``(...)``.
-        debias: :math:`\beta \ge 0`, subtracted from :math:`\sigma^2` before ``h'`` is taken.
-        refine: fixed-point steps :math:`s \leftarrow \max(\sigma - \tau h'(s), 0)` after
+        debias: :math:`\beta \ge 0`, subtracted from :math:`\sigma^2` before ``f'`` is taken.
+        refine: fixed-point steps :math:`s \leftarrow \max(\sigma - \tau f'(s), 0)` after
             the first, moving the weights to the shrunk values themselves: the stationary
             point that WNNM's closed form gives for ``lnn`` (0 = one reweighted step).
 
@@ -57,6 +60,7 @@ def reweighted_threshold(
     T, transposed = small_side(S)  # (..., M, k), k <= M
     eigenvalues, V = gram_eigh(gram(T))
     sigma = eigenvalues.clamp_min(0).sqrt()
+    top = sigma[..., -1]
     tau = torch.as_tensor(tau, dtype=S.dtype, device=S.device)
     debias = torch.as_tensor(debias, dtype=S.dtype, device=S.device)
     if tau.ndim:
@@ -65,7 +69,7 @@ def reweighted_threshold(
         debias = debias.unsqueeze(-1)
     estimate = (sigma.square() - debias).clamp_min(0).sqrt()
     for _ in range(1 + refine):
-        weight = torch.where(tau > 0, tau * penalty_slope(penalty, estimate), 0)
+        weight = torch.where(tau > 0, tau * spectral_slope(f, estimate, top), 0)
         shrunk = (sigma - weight).clamp_min(0)
         estimate = shrunk
     ratio = torch.where(sigma > 0, shrunk / sigma.clamp_min(torch.finfo(S.dtype).tiny), 0)

@@ -76,10 +76,10 @@ class LowRankRegularizer(torch.nn.Module):
         super().__init__()
         series_name, penalty_name = parse_reg(reg)
         if penalty_name not in PENALTIES:
-            raise LRRError(f"unknown regulariser {reg!r}; choose one of: {', '.join(regularizer_names())}")
+            raise LRRError(f"reg {reg!r} is unknown; choose one of: {', '.join(regularizer_names())}", parameter="reg")
         penalty = make_penalty(penalty_name, gamma=gamma, p=p)
         if series_name is None and degree is not None:
-            raise LRRError(f"degree applies to a series; use e.g. 'chebyshev-{penalty_name}'")
+            raise LRRError(f"degree applies to a series; use e.g. 'chebyshev-{penalty_name}'", parameter="degree")
         series = None if series_name is None else SERIES[series_name](penalty, degree)
         self.function = SpectralFunction(penalty, series)
         self.estimator = _make_estimator(
@@ -107,7 +107,7 @@ class LowRankRegularizer(torch.nn.Module):
 
 def _make_estimator(name: str, **options) -> Estimator:
     if name not in ESTIMATORS:
-        raise LRRError(f"unknown estimator {name!r}; choose one of: {', '.join(ESTIMATORS)}")
+        raise LRRError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {name!r}", parameter="estimator")
     given = {k: v for k, v in options.items() if v is not None}
     extra = sorted(set(given) - set(_ESTIMATOR_OPTIONS[name]))
     if extra:

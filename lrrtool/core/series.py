@@ -156,7 +156,10 @@ class Series(ABC):
             raise LRRError(f"{self.name}-{penalty.name}: the rank indicator has no series; use 'rank'")
         degree = self.default_degree if degree is None else degree
         if not isinstance(degree, int) or not 1 <= degree <= MAX_DEGREE:
-            raise LRRError(f"{self.name} series degree must be an integer in 1..{MAX_DEGREE}, got {degree!r}")
+            raise LRRError(
+                f"degree must be an integer in 1..{MAX_DEGREE} for the {self.name} series, got {degree!r}",
+                parameter="degree",
+            )
         self.penalty = penalty
         self.degree = degree
         self._cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = {}
@@ -210,8 +213,8 @@ class LaguerreSeries(Series):
     name = "laguerre"
     summary = "Laguerre expansion (EDLRR paper), sigma_1 mapped to x = span"
     default_degree = 16
-    #: Where sigma_1 lands on the Laguerre axis; chosen by bench/series.py (accuracy over
-    #: all penalties, sigma_1/gamma from 0.1 to 100).
+    #: Where sigma_1 lands on the Laguerre axis, per unit of degree; chosen by
+    #: ``python bench/series.py`` (worst relative error over the penalties, sigma_1/gamma 0.1 to 100).
     span_per_degree = 0.5
     quadrature_nodes = 100
 

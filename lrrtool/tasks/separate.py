@@ -1,29 +1,32 @@
 r"""Background/foreground separation of a video, robust-PCA style.
 
-With frames as columns, :math:`V \in \mathbb{R}^{D \times T}` (``D`` = pixels x channels),
+With frames as columns (:class:`lrrtool.priors.FramesAsColumns`),
+:math:`V \in \mathbb{R}^{D \times T}` (``D`` = pixels x channels),
 
 .. math:: \min_X \; \|V - X\|_1 + \lambda'\, R(X)
 
-``X`` is the low-rank background and ``V - X`` the sparse foreground. The Gram matrix is
-only ``T x T``, so exact spectra are cheap. Two solvers:
+``X`` is the low-rank background and ``V - X`` the sparse foreground: the forward model
+is :class:`lrrtool.forward.SparseNoise`. The Gram matrix is only ``T x T``, so exact
+spectra are cheap. Two solvers:
 
-- ``threshold`` (default): the inexact augmented Lagrangian method of robust PCA (Lin,
-  Chen & Ma 2010) for :math:`R(L) + \mu\|S\|_1` s.t. :math:`V = L + S`, whose singular-value
-  step is :func:`lrrtool.core.prox.reweighted_threshold` through the ``T x T`` Gram matrix
-  (``reg=nuclear`` is exactly PCP; other penalties reweight it, as IRNN does). The
-  sparsity weight is robust PCA's :math:`\mu = 1/\sqrt{\max(D, T)}`, scaled by ``lam``.
-- ``adam``: the EDLRR paper's route, Adam on :math:`\frac{1}{DT}\|V - X\|_1 + \lambda R(X)`
-  with any estimator (:func:`default_lambda` is the same robust-PCA balance).
+- ``threshold`` (default): :func:`lrrtool.solvers.robust_pca`, the inexact augmented
+  Lagrangian method whose singular-value step is the prior's prox (``reg=nuclear`` is
+  exactly PCP; other penalties reweight it, as IRNN does). The sparsity weight is robust
+  PCA's :math:`w = 1/\sqrt{\max(D, T)}`, scaled by ``lam``.
+- ``adam``: the EDLRR paper's route, :func:`lrrtool.solvers.adam` on
+  :math:`\frac{1}{DT}\|V - X\|_1 + \lambda R(X)` with any estimator
+  (:func:`default_lambda` is the same robust-PCA balance).
 
-Chunks: a long video is solved chunk by chunk; ``memory`` (background frames of the
-previous chunk) is appended as extra columns, so the background carries across chunks.
+Long videos are solved chunk by chunk (:func:`separate_chunks`); ``memory`` (background
+frames of the previous chunk) is appended as extra columns, so the background carries
+across chunks, and the chunk size follows a memory budget (:func:`chunk_frames_for`).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,36 +34,46 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lrrtool.core import Progress, SolveResult, minimize
-from lrrtool.core.prox import reweighted_threshold
 from lrrtool.errors import LRRError
-from lrrtool.tasks.settings import SolverSettings
+from lrrtool.forward import SparseNoise
+from lrrtool.priors import FramesAsColumns, LowRankPrior
+from lrrtool.solvers import Callback, SolveResult, adam, robust_pca
+from lrrtool.tasks.settings import TaskSettings
 
 #: Copies of the ``D x T`` chunk each solver holds at once (for chunk sizing).
 WORKING_COPIES = {"threshold": 6, "adam": 7}
+#: Background frames carried from one chunk to the next.
+MEMORY_FRAMES = 10
+#: Frames solved at once when neither the user nor the memory budget asks for fewer.
+DEFAULT_CHUNK_FRAMES = 200
 
 
 @dataclass(frozen=True)
-class SeparateSettings(SolverSettings):
+class SeparateSettings(TaskSettings):
     """``lam``: None = robust PCA's balance (see the module docstring); for ``threshold``
-    a number multiplies that default, for ``adam`` it is the weight itself. ``iters`` None:
-    100 (threshold, stops earlier at relative residual ``tol``) or 300 (adam)."""
+    a number multiplies that default, for ``adam`` it is the weight itself. ``iters``
+    None: 100 (threshold, stops earlier at relative residual ``tol``) or 300 (adam).
+    ``threshold`` and ``grow`` set the foreground mask (:func:`foreground_mask`)."""
 
-    lam: float | None = None
-    iters: int | None = None
-    lr: float = 0.01
-    tol: float = 1e-5
-    #: Foreground mask: seed and growth thresholds, in units of the residual's robust std
-    #: (see :func:`foreground_mask`).
+    solver: str | None = None
+    tol: float | None = None
     threshold: float = 4.0
     grow: float = 2.5
 
-    choice_defaults: ClassVar[dict[str, dict[str, object]]] = {"threshold": {"iters": 100}, "adam": {"iters": 300}}
+    defaults: ClassVar[dict[str, dict[str, object]]] = {
+        "threshold": {"solver": "threshold", "reg": "nuclear", "iters": 100, "tol": 1e-5},
+        "adam": {"solver": "adam", "reg": "nuclear", "iters": 300, "lr": 0.01, "estimator": "auto"},
+    }
+    applies_to: ClassVar[dict[str, tuple[str, ...]]] = {
+        "tol": ("threshold",),
+        **dict.fromkeys(("lr", "estimator"), ("adam",)),
+    }
+    nonnegative: ClassVar[tuple[str, ...]] = ("tol", "threshold", "grow")
 
-    def validate(self) -> None:
-        super().validate()
-        if self.lam is not None and not self.lam > 0:
-            raise LRRError(f"--lam must be > 0, got {self.lam}")
+    def check(self, s: dict[str, object]) -> None:
+        super().check(s)
+        if s["lam"] is not None and not s["lam"] > 0:
+            raise LRRError(f"lam must be > 0, got {s['lam']}", parameter="lam")
 
 
 def default_lambda(pixels: int, frames: int) -> float:
@@ -74,7 +87,7 @@ def separate(
     settings: SeparateSettings = SeparateSettings(),
     *,
     memory: Tensor | None = None,
-    callback: Callable[[Progress], None] | None = None,
+    callback: Callback | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, SolveResult]:
     """Split ``frames`` ``(T, C, H, W)`` in ``[0, 1]`` into background, foreground, mask.
 
@@ -89,23 +102,30 @@ def separate(
         ``(background (T,C,H,W), foreground (T,C,H,W) = frames - background, mask (T,H,W)
         bool (see :func:`foreground_mask`), result)``.
     """
-    settings.validate()
-    settings = settings.resolved()
+    s = settings.resolved()
     if frames.ndim != 4 or frames.shape[0] < 1:
         raise LRRError(f"need frames of shape (T, C, H, W), got {tuple(frames.shape)}")
     T = frames.shape[0]
     stack = frames if memory is None else torch.cat([frames, memory.to(frames)])
     if stack.shape[0] < 2:
         stack = torch.cat([stack, stack])
-    V = stack.reshape(stack.shape[0], -1).mT  # (D, T')
-    if settings.solver == "threshold":
-        X, result = _ialm(V, settings, callback)
+    forward = SparseNoise(stack)
+    prior = LowRankPrior(s.regularizer(), FramesAsColumns())
+    D, columns = prior.lift.matrix_shape(stack)
+    if s.solver == "threshold":
+        weight = (s.lam or 1.0) / math.sqrt(max(D, columns))
+        X, result = robust_pca(forward, prior, weight=weight, iters=s.iters, tol=s.tol, callback=callback)
     else:
-        X, result = _adam(V, settings, callback)
+        lam = default_lambda(D, columns) if s.lam is None else s.lam
+        start = stack.median(dim=0, keepdim=True).values.expand_as(stack)
+        X, result = adam(
+            lambda x: forward.value(x) / (D * columns) + lam * prior.value(x), start, iters=s.iters, lr=s.lr,
+            callback=callback,
+        )  # fmt: skip
     with torch.no_grad():
-        bg = X[:, :T].clamp(0, 1).mT.reshape(frames.shape)
+        bg = X[:T].clamp(0, 1)
         fg = frames - bg
-        mask = foreground_mask(fg, settings.threshold, settings.grow)
+        mask = foreground_mask(fg, s.threshold, s.grow)
     return bg, fg, mask, result
 
 
@@ -126,55 +146,58 @@ def foreground_mask(foreground: Tensor, threshold: float = 4.0, grow: float = 2.
     return mask
 
 
-def _adam(V: Tensor, s: SeparateSettings, callback: Callable[[Progress], None] | None) -> tuple[Tensor, SolveResult]:
-    D, T = V.shape
-    lam = default_lambda(D, T) if s.lam is None else s.lam
-    reg = s.regularizer()
-    X = V.median(dim=1, keepdim=True).values.expand(D, T).clone().requires_grad_(True)
+def chunk_frames_for(
+    frame_shape: tuple[int, int, int],
+    dtype: torch.dtype,
+    settings: SeparateSettings,
+    *,
+    memory_gib: float,
+    chunk_frames: int | None = None,
+) -> int:
+    """Frames per chunk for frames ``(C, H, W)`` of ``dtype``: ``chunk_frames`` (default
+    200) or fewer, so that the solver's working copies of the chunk and the carried
+    frames stay within ``memory_gib``."""
+    C, H, W = frame_shape
+    per_frame = C * H * W * torch.finfo(dtype).bits // 8
+    budget = int(memory_gib * 2**30 // (per_frame * WORKING_COPIES[settings.choice]))
+    if budget < 2 + MEMORY_FRAMES:
+        raise LRRError(
+            f"memory_gib {memory_gib} does not hold frames of {W}x{H}: use --scale/--size, --grey or a larger budget",
+            parameter="memory_gib",
+        )
+    return min(chunk_frames or DEFAULT_CHUNK_FRAMES, budget - MEMORY_FRAMES)
 
-    def objective() -> Tensor:
-        return (V - X).abs().mean() + lam * reg(X)
 
-    result = minimize(objective, [X], iters=s.iters, lr=s.lr, callback=callback)
-    return X.detach(), result
+@dataclass
+class SeparatedChunk:
+    """One solved chunk: ``background``, ``foreground`` ``(T, C, H, W)``, ``mask`` ``(T, H, W)``."""
+
+    index: int
+    background: Tensor
+    foreground: Tensor
+    mask: Tensor
+    result: SolveResult
+
+    @property
+    def foreground_fraction(self) -> float:
+        return float(self.mask.float().mean())
 
 
-def _ialm(V: Tensor, s: SeparateSettings, callback: Callable[[Progress], None] | None) -> tuple[Tensor, SolveResult]:
-    r"""Inexact ALM (Lin et al. 2010, Algorithm 5) with the penalty's reweighted threshold.
-
-    ``L = prox_{R/mu}(V - S + Y/mu)``, ``S = shrink_{w/mu}(V - L + Y/mu)``,
-    ``Y += mu (V - L - S)``, ``mu *= 1.5`` up to ``1e7 mu_0``; stops when
-    ``||V - L - S||_F <= tol ||V||_F``. Holds ``V, L, S, Y`` and one temporary.
-    """
-    began = time.perf_counter()
-    D, T = V.shape
-    penalty = s.regularizer().function.penalty
-    weight = (s.lam or 1.0) / math.sqrt(max(D, T))
-    spectral = torch.linalg.eigvalsh(V.mT @ V)[-1].clamp_min(0).sqrt()
-    if not float(spectral) > 0:
-        raise LRRError("the video is blank (all frames zero): nothing to separate")
-    norm_v = V.norm()
-    mu = 1.25 / spectral
-    mu_max = mu * 1e7
-    Y = V / torch.maximum(spectral, V.abs().max() / weight)
-    S = torch.zeros_like(V)
-    iters = s.iters
-    history: list[tuple[int, float]] = []
-    residual = math.inf
-    step = 0
-    for step in range(1, iters + 1):
-        L = reweighted_threshold(V - S + Y / mu, penalty, 1 / mu)
-        S = V - L + Y / mu
-        S = S.sign() * (S.abs() - weight / mu).clamp_min(0)
-        Z = V - L - S
-        Y = Y + mu * Z
-        mu = torch.clamp(mu * 1.5, max=mu_max)
-        residual = float(Z.norm() / norm_v)
-        if not math.isfinite(residual):
-            raise LRRError(f"robust PCA diverged at iteration {step} (NaN/Inf); try --solver adam or another --reg")
-        history.append((step, residual))
-        if callback is not None:
-            callback(Progress(step, iters, residual, float(1 / mu)))
-        if residual <= s.tol:
-            break
-    return L, SolveResult(step, residual, residual <= s.tol, time.perf_counter() - began, history)
+def separate_chunks(
+    chunks: Iterable[Tensor],
+    settings: SeparateSettings = SeparateSettings(),
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: Callable[[int], AbstractContextManager[Callback | None]] | None = None,
+) -> Iterator[SeparatedChunk]:
+    """Separate a stream of chunks ``(T, C, H, W)`` one at a time, carrying
+    ``MEMORY_FRAMES`` background frames of each chunk into the next: only one chunk
+    (plus the carried frames) is held at once. ``progress(index)`` gives a context
+    manager around each chunk's solve that yields its callback."""
+    background = None
+    for index, chunk in enumerate(chunks):
+        with progress(index) if progress is not None else nullcontext() as callback:
+            bg, fg, mask, result = separate(chunk.to(device, dtype), settings, memory=background, callback=callback)
+        background = bg[torch.linspace(0, bg.shape[0] - 1, MEMORY_FRAMES).round().long().unique()]
+        yield SeparatedChunk(index, bg, fg, mask, result)

@@ -1,76 +1,127 @@
-"""What every task's settings share: the choice of low-rank regulariser and of solver."""
+"""What every task's settings share: one frozen dataclass per task, validated when it is
+made, with defaults that depend on one choice (the solver or the method).
+
+A setting left as None takes the chosen solver's (or method's) default
+(``defaults``). A setting that applies to some choices only (``applies_to``) must stay
+None under the others: setting it is refused by name, never silently ignored. Errors
+carry the parameter's name (``LRRError.parameter``) and start with it
+(``lam must be >= 0, got -1``), so the CLI can print the flag instead.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
 import torch
 
-from lrrtool.core import PENALTIES, LowRankRegularizer, parse_reg
+from lrrtool.core import ESTIMATORS, PENALTIES, LowRankRegularizer, parse_reg
 from lrrtool.errors import LRRError
 
 
 @dataclass(frozen=True)
-class RegularizerSettings:
-    """``reg``, its parameters and estimator; ``seed`` seeds the stochastic probes."""
+class TaskSettings:
+    """``reg`` (penalty, optionally series-prefixed), its ``gamma``, ``p``, ``degree`` and
+    ``estimator``; the weight ``lam``; ``iters`` and ``lr`` of the solver; ``seed`` of
+    every random choice."""
 
-    reg: str = "nuclear"
+    reg: str | None = None
     gamma: float | None = None
     p: float | None = None
     degree: int | None = None
-    estimator: str = "auto"
+    estimator: str | None = None
+    lam: float | None = None
+    iters: int | None = None
+    lr: float | None = None
     seed: int = 0
 
-    #: gamma used when ``gamma`` is None and the penalty takes one; None = the penalty's own.
+    #: The field whose value picks the defaults ("solver" or "method").
+    choice_field: ClassVar[str] = "solver"
+    #: ``{choice: {setting: default}}``; the first choice is the default one.
+    defaults: ClassVar[dict[str, dict[str, object]]] = {}
+    #: ``{setting: choices it applies to}``; settings not listed apply to every choice.
+    applies_to: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: Settings that must be integers >= 1, and numbers that must be >= 0.
+    counts: ClassVar[tuple[str, ...]] = ("iters",)
+    nonnegative: ClassVar[tuple[str, ...]] = ("lam",)
+    #: gamma used when ``gamma`` is None and the penalty takes one (None: the penalty's own).
     default_gamma: ClassVar[float | None] = None
 
-    def regularizer(self) -> LowRankRegularizer:
-        gamma = self.gamma
-        penalty = PENALTIES.get(parse_reg(self.reg)[1])
-        if gamma is None and penalty is not None and "gamma" in penalty.parameters:
-            gamma = self.default_gamma
-        generator = torch.Generator().manual_seed(self.seed) if self.estimator == "stochastic" else None
-        return LowRankRegularizer(
-            self.reg, estimator=self.estimator, gamma=gamma, p=self.p, degree=self.degree, generator=generator
-        )
+    @property
+    def choice(self) -> str:
+        """The solver (or method) these settings run."""
+        value = getattr(self, self.choice_field)
+        return next(iter(self.defaults)) if value is None else value
 
+    def __post_init__(self) -> None:
+        choice = self.choice
+        if choice not in self.defaults:
+            raise LRRError(
+                f"{self.choice_field} must be one of {', '.join(self.defaults)}, got {choice!r}",
+                parameter=self.choice_field,
+            )
+        for name, choices in self.applies_to.items():
+            if getattr(self, name) is not None and choice not in choices:
+                applies = ", ".join(self.describe(c) for c in choices)
+                raise LRRError(f"{name} does not apply to {self.describe(choice)} (only to {applies})", parameter=name)
+        self.check(self.resolved_values())
 
-class ChoiceDefaults:
-    """Mixin for frozen settings dataclasses whose defaults depend on one choice field
-    (``choice_field``, e.g. the solver or the method). Settings left as None take the
-    chosen value's defaults from ``choice_defaults``."""
+    @classmethod
+    def describe(cls, choice: str) -> str:
+        """A choice as the user names it (``solver adam``)."""
+        return f"{cls.choice_field} {choice}"
 
-    #: The field whose value picks the defaults.
-    choice_field: ClassVar[str] = "solver"
-    #: ``{choice: {setting: default}}`` for the settings whose default depends on the choice.
-    choice_defaults: ClassVar[dict[str, dict[str, object]]] = {}
-    #: Settings that must be integers >= 1 once resolved.
-    at_least_one: ClassVar[tuple[str, ...]] = ("iters",)
+    def resolved_values(self) -> dict[str, object]:
+        """Every setting, with the None ones that apply filled in from the choice's defaults."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, default in self.defaults[self.choice].items():
+            if values[name] is None:
+                values[name] = default
+        return values
 
     def resolved(self):
-        """A copy with every None setting filled in with the choice's default."""
-        choice = getattr(self, self.choice_field)
-        defaults = self.choice_defaults.get(choice)
-        if defaults is None:
-            known = ", ".join(self.choice_defaults)
-            raise LRRError(f"unknown {self.choice_field} {choice!r}; choose one of: {known}")
-        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+        """A copy with the choice's defaults filled in."""
+        return replace(self, **self.resolved_values())
 
-    def validate(self) -> None:
-        """Refuse an unknown choice and counts below 1 (subclasses add their own checks)."""
-        s = self.resolved()
-        for name in self.at_least_one:
-            value = getattr(s, name)
+    def check(self, s: dict[str, object]) -> None:
+        """Validate the resolved values ``s`` (subclasses add their own checks)."""
+        for name in self.counts:
+            value = s.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise LRRError(f"{name} must be an integer >= 1, got {value!r}")
+                raise LRRError(f"{name} must be an integer >= 1, got {value!r}", parameter=name)
+        for name in self.nonnegative:
+            value = s.get(name)
+            if value is not None and not value >= 0:
+                raise LRRError(f"{name} must be >= 0, got {value}", parameter=name)
+        lr = s.get("lr")
+        if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise LRRError(f"lr must be a finite number > 0, got {lr!r}", parameter="lr")
+        estimator = s.get("estimator")
+        if estimator is not None and estimator not in ESTIMATORS:
+            raise LRRError(
+                f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}", parameter="estimator"
+            )
+        if s.get("reg") is not None:
+            self._regularizer(s)
+        elif any(s.get(name) is not None for name in ("gamma", "p", "degree")):
+            name = next(n for n in ("gamma", "p", "degree") if s.get(n) is not None)
+            raise LRRError(f"{name} applies to a low-rank penalty, which {self.choice} does not use", parameter=name)
 
+    def regularizer(self) -> LowRankRegularizer:
+        """The low-rank regulariser these settings name (stochastic probes seeded by ``seed``)."""
+        s = self.resolved_values()
+        if s["reg"] is None:
+            raise LRRError(f"{self.choice} uses no low-rank penalty", parameter="reg")
+        return self._regularizer(s)
 
-@dataclass(frozen=True)
-class SolverSettings(ChoiceDefaults, RegularizerSettings):
-    """Adds ``solver``: ``threshold`` (exact spectral shrinkage) or ``adam`` (the paper's
-    gradient route). Settings left as None take the chosen solver's default."""
-
-    solver: str = "threshold"
-
-    choice_defaults: ClassVar[dict[str, dict[str, object]]] = {"threshold": {}, "adam": {}}
+    def _regularizer(self, s: dict[str, object]) -> LowRankRegularizer:
+        gamma = s["gamma"]
+        penalty = PENALTIES.get(parse_reg(s["reg"])[1])
+        if gamma is None and penalty is not None and "gamma" in penalty.parameters:
+            gamma = self.default_gamma
+        estimator = s["estimator"] or "auto"
+        generator = torch.Generator().manual_seed(s["seed"]) if estimator == "stochastic" else None
+        return LowRankRegularizer(
+            s["reg"], estimator=estimator, gamma=gamma, p=s["p"], degree=s["degree"], generator=generator
+        )

@@ -6,7 +6,7 @@ indices and values, ``N`` of them); nothing of size ``m x n`` is ever allocated 
 dense result is asked for, so MovieLens-1M (6k x 4k, 1M ratings) fits easily. Methods
 (``METHODS``); the first three minimise
 :math:`\tfrac12\sum_{(u,i)\in\Omega}(\hat x_{ui} - x_{ui})^2` plus a penalty by full-batch
-Adam (:func:`lrrtool.core.minimize`):
+Adam (:func:`lrrtool.solvers.minimize`):
 
 - ``mf``: the plain baseline, :math:`\hat x = \mu + b_u + c_i + U_u^\top V_i` with
   :math:`\tfrac{\lambda}2(\|U\|_F^2 + \|V\|_F^2)` (biases: ``bias_reg``). Since
@@ -21,7 +21,8 @@ Adam (:func:`lrrtool.core.minimize`):
   :math:`D_c^{1/2}V = Q_VR_V`, the singular values are those of the ``d x d`` matrix
   :math:`R_UR_V^\top` (:func:`factored_core`).
 - ``dlrl``: the DLRL paper's network (:class:`DLRL`), :math:`\hat X = \hat X_1\cdots\hat X_I`.
-- ``autorec``: I-AutoRec (:class:`ItemAutoencoder`), a non-linear rank-``hidden`` model.
+- ``autorec``: I-AutoRec (:class:`ItemAutoencoder`), a non-linear model with ``width``
+  hidden units.
 - ``blend`` (default): the equal-weight mean of one ``lrr`` model and
   ``BLEND_AUTOENCODERS`` seeded ``autorec`` models. Measured on MovieLens-100K
   (``bench/complete.py``) it is the only setting under the DLRL paper's 0.8892 test RMSE;
@@ -36,17 +37,16 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from lrrtool.core import Progress, SolveResult, minimize
 from lrrtool.core.matfun import right_gram_power, symmetric_power
 from lrrtool.errors import LRRError
-from lrrtool.tasks.settings import ChoiceDefaults, RegularizerSettings
+from lrrtool.solvers import Callback, Progress, SolveResult, minimize
+from lrrtool.tasks.settings import TaskSettings
 
 METHODS = ("blend", "lrr", "autorec", "dlrl", "mf")
 #: Seeded I-AutoRec members of ``blend`` (next to one ``lrr`` model).
@@ -96,55 +96,62 @@ class Entries:
         return self.subset(order[n_test:]), self.subset(order[:n_test])
 
 
-_LRR_DEFAULTS: dict[str, object] = {"lam": 10.0, "iters": 400, "lr": 0.02}
+_LRR_DEFAULTS: dict[str, object] = {
+    "reg": "nuclear",
+    "estimator": "auto",
+    "lam": 10.0,
+    "iters": 400,
+    "lr": 0.02,
+    "width": 20,
+}
 
 
 @dataclass(frozen=True)
-class CompletionSettings(ChoiceDefaults, RegularizerSettings):
-    """Settings of :func:`complete`; defaults measured on MovieLens-100K (``bench/complete.py``).
+class CompletionSettings(TaskSettings):
+    r"""Settings of :func:`complete`; defaults measured on MovieLens-100K (``bench/complete.py``).
 
-    ``width`` is the factor width ``d``; ``factors`` (``I``) and ``p_block`` (:math:`p_i`,
-    the Schatten exponent of every factor, so :math:`1/p = I/p_i`) are DLRL's. ``lam``
-    weighs the penalty of ``mf``/``lrr``; ``weight_power`` :math:`\\beta` sets the row and
-    column weights :math:`w \\propto n^\\beta` (``n`` = observed entries of that row or
-    column) of ``lrr``'s penalty; ``bias_reg`` regularises the bias model. ``lam``,
-    ``iters`` and ``lr`` left as None take the method's defaults.
+    ``width`` is the factor width ``d`` (``autorec``: the hidden units); ``factors``
+    (``I``) and ``p_block`` (:math:`p_i`, the Schatten exponent of every factor, so
+    :math:`1/p = I/p_i`) are DLRL's. ``lam`` weighs the penalty of ``mf``/``lrr`` and the
+    weight decay of ``autorec``; ``iters`` is Adam steps (``autorec``: the most epochs,
+    early stopping on a 5 % hold-out); ``weight_power`` :math:`\beta` sets the row and
+    column weights :math:`w \propto n^\beta` (``n`` = observed entries of that row or
+    column) of ``lrr``'s penalty; ``bias_reg`` regularises the bias model. Settings left
+    as None take the method's defaults; ``blend``'s settings are those of its ``lrr``
+    member (its autoencoders keep ``autorec``'s defaults). A setting that a method does
+    not use is refused (``applies_to``).
     """
 
-    reg: str = "nuclear"
     method: str = "blend"
-    width: int = 20
-    factors: int = 4
-    p_block: float = 1.0
-    lam: float | None = None
-    weight_power: float = 0.5
+    width: int | None = None
+    factors: int | None = None
+    p_block: float | None = None
+    weight_power: float | None = None
     bias_reg: float = 5.0
-    iters: int | None = None
-    lr: float | None = None
 
     default_gamma: ClassVar[float | None] = 1.0
     choice_field: ClassVar[str] = "method"
-    choice_defaults: ClassVar[dict[str, dict[str, object]]] = {
-        "lrr": _LRR_DEFAULTS,
-        "mf": {"lam": 20.0, "iters": 400, "lr": 0.02},
-        "dlrl": {"lam": 0.0, "iters": 300, "lr": 0.001},
-        "autorec": {"lam": 0.0, "iters": 1, "lr": 0.001},
-        "blend": _LRR_DEFAULTS,  # its lrr member; the autoencoders have their own
+    defaults: ClassVar[dict[str, dict[str, object]]] = {
+        "blend": {**_LRR_DEFAULTS, "weight_power": 0.5},
+        "lrr": {**_LRR_DEFAULTS, "weight_power": 0.5},
+        "autorec": {"lam": 100.0, "iters": 60, "lr": 0.001, "width": 500},
+        "dlrl": {"iters": 300, "lr": 0.001, "width": 20, "factors": 4, "p_block": 1.0},
+        "mf": {"lam": 20.0, "iters": 400, "lr": 0.02, "width": 20},
     }
-    at_least_one: ClassVar[tuple[str, ...]] = ("width", "factors", "iters")
+    applies_to: ClassVar[dict[str, tuple[str, ...]]] = {
+        **dict.fromkeys(("reg", "gamma", "p", "degree", "estimator", "weight_power"), ("blend", "lrr")),
+        "lam": ("blend", "lrr", "autorec", "mf"),
+        **dict.fromkeys(("factors", "p_block"), ("dlrl",)),
+    }
+    counts: ClassVar[tuple[str, ...]] = ("width", "factors", "iters")
+    nonnegative: ClassVar[tuple[str, ...]] = ("lam", "bias_reg", "weight_power")
 
-    def validate(self) -> None:
-        super().validate()
-        s = self.resolved()
-        if s.method == "dlrl" and s.factors < 2:
-            raise LRRError("DLRL needs --factors >= 2")
-        if not 0 < s.p_block < 2:
-            raise LRRError(f"--p-block must be in (0, 2), got {s.p_block}")
-        if not s.lr > 0:
-            raise LRRError(f"--lr must be > 0, got {s.lr}")
-        for name in ("lam", "bias_reg", "weight_power"):
-            if not getattr(s, name) >= 0:
-                raise LRRError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(s, name)}")
+    def check(self, s: dict[str, object]) -> None:
+        super().check(s)
+        if s["method"] == "dlrl" and s["factors"] < 2:
+            raise LRRError(f"factors must be >= 2 for DLRL, got {s['factors']}", parameter="factors")
+        if s["p_block"] is not None and not 0 < s["p_block"] < 2:
+            raise LRRError(f"p_block must be in (0, 2), got {s['p_block']}", parameter="p_block")
 
 
 class Biases:
@@ -216,10 +223,9 @@ def complete(
     settings: CompletionSettings = CompletionSettings(),
     *,
     generator: torch.Generator | None = None,
-    callback: Callable[[Progress], None] | None = None,
+    callback: Callback | None = None,
 ) -> tuple[Completion, SolveResult]:
     """Fit ``settings.method`` to the observed ``entries``; see the module docstring."""
-    settings.validate()
     settings = settings.resolved()
     if generator is None:
         generator = torch.Generator().manual_seed(settings.seed)
@@ -231,8 +237,9 @@ def complete(
     if settings.method == "blend":
         low_rank, result = _factored(entries, replace(settings, method="lrr"), biases, generator, callback)
         members = [low_rank]
+        autorec = CompletionSettings(method="autorec", seed=settings.seed, bias_reg=settings.bias_reg).resolved()
         for _ in range(BLEND_AUTOENCODERS):
-            member, extra = ItemAutoencoder(entries, settings, generator).fit(biases, callback)
+            member, extra = ItemAutoencoder(entries, autorec, generator).fit(biases, callback)
             members.append(member)
             result.iterations += extra.iterations
             result.seconds += extra.seconds
@@ -245,7 +252,7 @@ def _factored(
     s: CompletionSettings,
     biases: Biases,
     generator: torch.Generator,
-    callback: Callable[[Progress], None] | None,
+    callback: Callback | None,
 ) -> tuple[Completion, SolveResult]:
     m, n = entries.shape
     like = entries.values
@@ -257,9 +264,10 @@ def _factored(
     for p in params:
         p.requires_grad_(True)
     reg = s.regularizer() if s.method == "lrr" else None
-    row_count, col_count = entries.counts()
-    row_scale = _frequency_weights(row_count, s.weight_power).sqrt()[:, None]
-    col_scale = _frequency_weights(col_count, s.weight_power).sqrt()[:, None]
+    if reg is not None:
+        row_count, col_count = entries.counts()
+        row_scale = _frequency_weights(row_count, s.weight_power).sqrt()[:, None]
+        col_scale = _frequency_weights(col_count, s.weight_power).sqrt()[:, None]
     rows, cols, values = entries.rows, entries.cols, entries.values
 
     def objective() -> Tensor:
@@ -356,7 +364,7 @@ class DLRL:
             current[i] = torch.relu(right_gram_power(_undo_gram_power(self.weights[i], 0.5), step, alpha))
         return current
 
-    def fit(self, biases: Biases, callback: Callable[[Progress], None] | None) -> tuple[Completion, SolveResult]:
+    def fit(self, biases: Biases, callback: Callback | None) -> tuple[Completion, SolveResult]:
         e = self.entries
         params = [*self.weights, self.eta_logit]
         for p in params:
@@ -500,22 +508,21 @@ class Blend:
 class ItemAutoencoder(_SeenLines):
     r"""I-AutoRec (Sedhain et al., 2015): every column (item) :math:`r_i \\in \\mathbb{R}^m`
     of observed ratings is reconstructed as :math:`f(r_i) = W_2\\,\\mathrm{sigmoid}(W_1 r_i + b_1) + b_2`
-    with ``hidden`` units, minimising the squared error on observed entries plus
-    :math:`\\tfrac{\\lambda}2(\\|W_1\\|^2 + \\|W_2\\|^2)`, by mini-batch Adam. A seeded
-    ``holdout`` fraction of the entries picks the epoch (early stopping; at most
-    ``epochs``). Holds the ``n x m`` rating matrix densely (90 MB at MovieLens-1M size).
+    with ``width`` hidden units, minimising the squared error on observed entries plus
+    :math:`\\tfrac{\\lambda}2(\\|W_1\\|^2 + \\|W_2\\|^2)` (``lam``), by mini-batch Adam
+    (step ``lr``). A seeded ``holdout`` fraction of the entries picks the epoch (early
+    stopping after ``patience`` epochs without gain; at most ``iters`` epochs). Holds the
+    ``n x m`` rating matrix densely (90 MB at MovieLens-1M size).
     """
 
-    hidden: ClassVar[int] = 500
-    epochs: ClassVar[int] = 60
     batch: ClassVar[int] = 128
     holdout: ClassVar[float] = 0.05
-    lam: ClassVar[float] = 100.0
+    patience: ClassVar[int] = 10
 
     def __init__(self, entries: Entries, settings: CompletionSettings, generator: torch.Generator) -> None:
         self.entries, self.s, self.generator = entries, settings, generator
 
-    def fit(self, biases: Biases, callback: Callable[[Progress], None] | None) -> tuple[ItemAutoencoder, SolveResult]:
+    def fit(self, biases: Biases, callback: Callback | None) -> tuple[ItemAutoencoder, SolveResult]:
         began = time.perf_counter()
         e = self.entries
         m, n = e.shape
@@ -525,23 +532,25 @@ class ItemAutoencoder(_SeenLines):
         dense[fit_part.cols, fit_part.rows] = fit_part.values
         known = torch.zeros_like(dense)
         known[fit_part.cols, fit_part.rows] = 1
-        bound1, bound2 = 1 / math.sqrt(m), 1 / math.sqrt(self.hidden)
-        w1 = ((torch.rand(self.hidden, m, generator=self.generator, dtype=like.dtype) * 2 - 1) * bound1).to(like.device)
-        w2 = ((torch.rand(m, self.hidden, generator=self.generator, dtype=like.dtype) * 2 - 1) * bound2).to(like.device)
-        b1 = torch.zeros(self.hidden, dtype=like.dtype, device=like.device)
+        hidden = self.s.width
+        bound1, bound2 = 1 / math.sqrt(m), 1 / math.sqrt(hidden)
+        w1 = ((torch.rand(hidden, m, generator=self.generator, dtype=like.dtype) * 2 - 1) * bound1).to(like.device)
+        w2 = ((torch.rand(m, hidden, generator=self.generator, dtype=like.dtype) * 2 - 1) * bound2).to(like.device)
+        b1 = torch.zeros(hidden, dtype=like.dtype, device=like.device)
         b2 = torch.zeros(m, dtype=like.dtype, device=like.device)
         params = [w1, b1, w2, b2]
         for p in params:
             p.requires_grad_(True)
-        optimizer = torch.optim.Adam(params, lr=1e-3)
+        optimizer = torch.optim.Adam(params, lr=self.s.lr)
         best, best_epoch, best_state, history = math.inf, 0, [p.detach().clone() for p in params], []
+        stopped = False
         epoch = 0
-        for epoch in range(1, self.epochs + 1):
+        for epoch in range(1, self.s.iters + 1):
             order = torch.randperm(n, generator=self.generator).to(like.device)
             for batch in order.split(self.batch):
                 x = dense[batch]
                 out = torch.sigmoid(x @ w1.mT + b1) @ w2.mT + b2
-                ridge = 0.5 * self.lam * (w1.square().sum() + w2.square().sum()) * len(batch) / n
+                ridge = 0.5 * self.s.lam * (w1.square().sum() + w2.square().sum()) * len(batch) / n
                 loss = ((out - x).square() * known[batch]).sum() + ridge
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -552,10 +561,11 @@ class ItemAutoencoder(_SeenLines):
             error = float((self._raw(check_part.rows, check_part.cols, dense) - check_part.values).square().mean())
             history.append((epoch, error))
             if callback is not None:
-                callback(Progress(epoch, self.epochs, error, 1e-3))
+                callback(Progress(epoch, self.s.iters, "holdout_mse", error))
             if error < best:
                 best, best_epoch, best_state = error, epoch, [p.detach().clone() for p in params]
-            elif epoch - best_epoch >= 10:
+            elif epoch - best_epoch >= self.patience:
+                stopped = True
                 break
         if check_part is not None:
             self.weights = best_state
@@ -565,7 +575,8 @@ class ItemAutoencoder(_SeenLines):
         if check_part is not None:
             self.dense[check_part.cols, check_part.rows] = check_part.values
         seconds = time.perf_counter() - began
-        return self, SolveResult(epoch, math.sqrt(best) if history else math.nan, False, seconds, history)
+        value = math.sqrt(best) if history else math.nan
+        return self, SolveResult(epoch, "holdout_rmse", value, stopped, seconds, history)
 
     def _raw(self, rows: Tensor, cols: Tensor, dense: Tensor) -> Tensor:
         w1, b1, w2, b2 = self.weights

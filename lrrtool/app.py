@@ -1,0 +1,258 @@
+"""Files in, files out: each command's work on one input, as the CLI and the bench
+scripts run it. Reads and writes through :mod:`lrrtool.media` and
+:mod:`lrrtool.recsys.tables`, computes through :mod:`lrrtool.tasks`, and reports a plain
+dict (the JSON report's entry). No terminal I/O: progress goes to a callback factory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lrrtool import media
+from lrrtool.errors import LRRError
+from lrrtool.metrics import psnr, ssim
+from lrrtool.solvers import Callback, SolveResult
+from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma
+from lrrtool.tasks.inpaint import InpaintSettings, inpaint
+from lrrtool.tasks.separate import SeparateSettings, chunk_frames_for, separate_chunks
+
+#: ``progress(label)`` gives a context manager yielding a solver callback (or None).
+ProgressFactory = Callable[[str], AbstractContextManager[Callback | None]]
+
+
+def no_progress(label: str) -> AbstractContextManager[Callback | None]:
+    return nullcontext(None)
+
+
+def solve_entry(result: SolveResult, seconds: float) -> dict[str, object]:
+    """The report fields of one solve."""
+    return {
+        "seconds": round(seconds, 3),
+        "iterations": result.iterations,
+        "converged": result.converged,
+        "final": {result.metric: result.value},
+        **result.details,
+    }
+
+
+def reference_metrics(
+    estimate: Tensor, reference: Path | None, *, observed: Tensor, source: Path, missing: Tensor | None = None
+) -> dict[str, float] | None:
+    """PSNR/SSIM of ``estimate`` against the image at ``reference`` (None: no metrics):
+    also of the input ``observed``, and, for inpainting, on the ``missing`` pixels alone."""
+    if reference is None:
+        return None
+    clean = media.read_image(reference)
+    if clean.shape != observed.shape:
+        raise LRRError(f"{reference}: shape {tuple(clean.shape)} differs from {source} {tuple(observed.shape)}")
+    out = estimate.float().cpu()
+    metrics = {"psnr": psnr(out, clean), "ssim": ssim(out, clean)}
+    if missing is None:
+        metrics["psnr_input"] = psnr(observed, clean)
+    else:
+        metrics["psnr_missing"] = psnr(out, clean, missing.cpu())
+    return metrics
+
+
+def inpaint_file(
+    path: Path,
+    target: Path,
+    settings: InpaintSettings,
+    *,
+    mask: Path | None = None,
+    drop: float | None = None,
+    invert_mask: bool = False,
+    resize_mask: bool = False,
+    reference: Path | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    protect: list[Path] = (),
+    progress: ProgressFactory = no_progress,
+) -> dict[str, object]:
+    """Inpaint the image at ``path`` into ``target``: the pixels of ``mask`` (white = fill),
+    or a seeded random ``drop`` fraction. Returns the report entry."""
+    image = media.read_image(path)
+    size = tuple(image.shape[-2:])
+    if drop is not None:
+        fill = torch.rand(size, generator=torch.Generator().manual_seed(seed)) < drop
+    else:
+        fill = media.read_mask(mask, size, invert=invert_mask, resize=resize_mask)
+    started = time.perf_counter()
+    with progress(f"inpaint {path.name}") as callback:
+        result, solve = inpaint(image.to(device, dtype), fill.to(device), settings, callback=callback)
+    seconds = time.perf_counter() - started
+    media.write_image(target, result, protect=protect)
+    entry = {"input": str(path), "output": str(target), "missing_fraction": float(fill.float().mean())}
+    entry |= solve_entry(solve, seconds)
+    metrics = reference_metrics(result, reference, observed=image, source=path, missing=fill)
+    if metrics is not None:
+        entry["metrics"] = metrics
+    return entry
+
+
+def denoise_file(
+    path: Path,
+    target: Path,
+    settings: DenoiseSettings,
+    *,
+    sigma: float | None = None,
+    reference: Path | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    protect: list[Path] = (),
+    progress: ProgressFactory = no_progress,
+) -> dict[str, object]:
+    """Denoise the image at ``path`` into ``target``; ``sigma`` in ``[0, 1]`` units (None:
+    estimated, :func:`lrrtool.tasks.denoise.estimate_sigma`). Returns the report entry."""
+    noisy = media.read_image(path)
+    level = estimate_sigma(noisy) if sigma is None else sigma
+    started = time.perf_counter()
+    with progress(f"denoise {path.name}") as callback:
+        clean, solve = denoise(noisy.to(device, dtype), level, settings, callback=callback)
+    seconds = time.perf_counter() - started
+    media.write_image(target, clean, protect=protect)
+    entry = {"input": str(path), "output": str(target), "sigma_255": round(level * 255, 3)}
+    entry |= {"sigma_estimated": sigma is None, **solve_entry(solve, seconds)}
+    metrics = reference_metrics(clean, reference, observed=noisy, source=path)
+    if metrics is not None:
+        entry["metrics"] = metrics
+    return entry
+
+
+def separate_video(
+    video: Path,
+    folder: Path,
+    settings: SeparateSettings,
+    *,
+    start: int = 0,
+    max_frames: int | None = None,
+    scale: float | None = None,
+    size: tuple[int, int] | None = None,
+    grey: bool = False,
+    chunk_frames: int | None = None,
+    memory_gib: float = 2.0,
+    frames: bool = False,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: ProgressFactory = no_progress,
+) -> dict[str, object]:
+    """Separate ``video`` (a file or a folder of frames) into ``folder``/background.mp4,
+    foreground.mp4 (``|V - X|`` brightened 4x) and mask.mp4 (and PNG frames with
+    ``frames``), streamed in chunks sized to ``memory_gib``. Outputs are written
+    atomically: a failed run leaves no partial video. Returns the report."""
+    if folder.exists() and not folder.is_dir():
+        raise LRRError(f"{folder}: exists and is not a folder")
+    if not video.exists():
+        raise LRRError(f"{video}: no such file or folder")
+    started = time.perf_counter()
+    geometry = media.video_geometry(video, scale=scale, size=size, grey=grey)
+    per_chunk = chunk_frames_for(geometry, dtype, settings, memory_gib=memory_gib, chunk_frames=chunk_frames)
+    stream = media.read_video_chunks(
+        video, chunk_frames=per_chunk, start=start, max_frames=max_frames, scale=scale, size=size, grey=grey
+    )
+    fps = [25.0]
+
+    def chunks():
+        for chunk, rate in stream:
+            fps[0] = rate
+            yield chunk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    writers: dict[str, media.VideoWriter] = {}
+    results, total, ok = [], 0, False
+    try:
+        solved = separate_chunks(
+            chunks(), settings, device=device, dtype=dtype, progress=lambda i: progress(f"chunk {i + 1}")
+        )
+        for part in solved:
+            if not writers:
+                writers = {n: media.VideoWriter(folder / f"{n}.mp4", fps[0], protect=[video]) for n in _VIDEOS}
+            bg, mask = part.background, part.mask[:, None].to(part.background.dtype)
+            writers["background"].append(bg)
+            writers["foreground"].append((part.foreground.abs() * 4).clamp(0, 1))
+            writers["mask"].append(mask)
+            if frames:
+                for t in range(bg.shape[0]):
+                    media.write_image(folder / f"background_{total + t:05d}.png", bg[t])
+                    media.write_image(folder / f"mask_{total + t:05d}.png", mask[t])
+            results.append(
+                {
+                    "chunk": part.index,
+                    "frames": bg.shape[0],
+                    "iterations": part.result.iterations,
+                    "converged": part.result.converged,
+                    "final": {part.result.metric: part.result.value},
+                    "foreground_fraction": part.foreground_fraction,
+                }
+            )
+            total += bg.shape[0]
+        ok = True
+    finally:
+        for writer in writers.values():
+            writer.close(ok)
+    return {
+        "input": str(video),
+        "output_dir": str(folder),
+        "frames": total,
+        "seconds": round(time.perf_counter() - started, 3),
+        "chunks": results,
+    }
+
+
+_VIDEOS = ("background", "foreground", "mask")
+
+
+def complete_csv(
+    ratings: Path,
+    settings,
+    *,
+    predict: Path | None = None,
+    target: Path | None = None,
+    test_fraction: float | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: ProgressFactory = no_progress,
+) -> dict[str, object]:
+    """Fit ``settings`` (:class:`lrrtool.recsys.completion.CompletionSettings`) to the
+    ratings CSV; with ``test_fraction`` hold out a seeded split and report its RMSE/MAE;
+    with ``predict`` write the predictions of its pairs to ``target``. Returns the entry."""
+    from lrrtool.recsys import tables
+    from lrrtool.recsys.completion import RatingMatrix, complete, rating_errors
+
+    columns = tables.read_ratings(ratings)
+    pairs = tables.read_pairs(predict) if predict is not None else None
+    data = RatingMatrix(columns.users, columns.items, columns.ratings, device=device)
+    train, test = data.entries, None
+    if test_fraction is not None:
+        train, test = train.split(test_fraction, torch.Generator().manual_seed(seed))
+    low, high = float(train.values.min()), float(train.values.max())
+    started = time.perf_counter()
+    with progress(f"complete {ratings.name}") as callback:
+        model, solve = complete(train, settings, callback=callback)
+    entry: dict[str, object] = {
+        "ratings": str(ratings),
+        "users": train.shape[0],
+        "items": train.shape[1],
+        "observed": len(data.entries),
+        "train": len(train),
+        "rating_range": [low, high],
+        **solve_entry(solve, time.perf_counter() - started),
+    }
+    if test is not None:
+        predicted = model.predict(test.rows, test.cols).clamp(low, high)
+        entry["test"] = {"count": len(test), **rating_errors(predicted, test.values)}
+        entry["test"]["fallback"] = int((~model.seen(test.rows, test.cols)).sum())
+    if pairs is not None:
+        rows, cols = data.encode(pairs.users, pairs.items)
+        values = model.predict(rows, cols).clamp(low, high).cpu().tolist()
+        tables.write_predictions(target, pairs.users, pairs.items, values, protect=[ratings, predict])
+        entry |= {"predict": str(predict), "output": str(target), "predicted": len(values)}
+        entry["fallback"] = int((~model.seen(rows, cols)).sum())
+    return entry

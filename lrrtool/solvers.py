@@ -1,0 +1,306 @@
+r"""The solvers every task calls: each minimises a data term (a forward model) plus a
+low-rank prior, and reports through one :class:`Progress` callback and one
+:class:`SolveResult`.
+
+- :func:`adam`: the EDLRR paper's route. Adam on a differentiable objective of ``x``
+  (data term + :math:`\lambda R(x)` with any estimator), a cosine step-size schedule,
+  projection onto the forward model's constraint after each step, and the prior's lift
+  re-fitted every ``refresh_every`` steps. :func:`minimize` is the same loop over any
+  list of parameters (rating completion uses it).
+- :func:`proximal_gradient`: the fixed-point iteration
+  :math:`x_{k+1} = P\big(\mathrm{prox}_{\tau_k R}(x_k - \eta\nabla f(x_k))\big)` with a
+  schedule of thresholds :math:`\tau_k` (inpainting's decreasing noise level, WNNM's
+  re-estimated noise for denoising).
+- :func:`robust_pca`: the inexact augmented Lagrangian method (Lin, Chen & Ma 2010) for
+  :math:`\min R(L) + w\|S\|_1` s.t. :math:`V = L + S`, whose singular-value step is the
+  prior's prox.
+
+Each stops early when its stop rule fires (``converged`` in the result) and raises
+``LRRError`` with a hint as soon as the iterate becomes NaN/Inf.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from lrrtool.errors import LRRError
+from lrrtool.forward import ForwardModel, SparseNoise, soft_threshold
+from lrrtool.priors import LowRankPrior
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a progress callback receives: step ``iteration`` of at most ``total``, and the
+    solver's stop metric (``metric`` names it: ``loss``, ``change`` or ``residual``)."""
+
+    iteration: int
+    total: int
+    metric: str
+    value: float
+
+
+@dataclass
+class SolveResult:
+    """``iterations`` run; the stop ``metric`` and its last ``value``; ``converged``: the
+    stop rule fired (the metric fell below the solver's tolerance); ``history``:
+    ``(iteration, value)`` pairs; ``details``: choices the task made on its own (e.g.
+    inpainting's start), for reports."""
+
+    iterations: int
+    metric: str
+    value: float
+    converged: bool
+    seconds: float
+    history: list[tuple[int, float]] = field(default_factory=list)
+    details: dict[str, object] = field(default_factory=dict)
+
+
+Callback = Callable[[Progress], None]
+
+#: Solver names as the command line offers them (``robust-pca`` is ``threshold`` for separation).
+SOLVERS = ("threshold", "adam")
+
+
+def check_learning_rate(lr: float) -> None:
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise LRRError(f"lr must be a finite number > 0, got {lr!r}", parameter="lr")
+
+
+def minimize(
+    objective: Callable[[], Tensor],
+    params: Sequence[Tensor],
+    *,
+    iters: int = 300,
+    lr: float = 0.01,
+    final_lr_fraction: float = 0.05,
+    tol: float = 1e-6,
+    check_every: int = 10,
+    before_step: Callable[[int], None] | None = None,
+    after_step: Callable[[], None] | None = None,
+    callback: Callback | None = None,
+) -> SolveResult:
+    """Minimise ``objective()`` over ``params`` with Adam.
+
+    Args:
+        objective: closure returning a scalar tensor that depends on ``params``.
+        params: leaf tensors with ``requires_grad=True``; updated in place.
+        iters: maximum number of Adam steps.
+        lr: initial step size (in the units of the parameters); a cosine schedule takes
+            it to ``final_lr_fraction * lr``.
+        tol: stop rule: ``|L_prev - L| <= tol * |L_prev|`` between two checks; 0 disables.
+        check_every: steps between convergence/NaN checks and progress callbacks (the
+            only host synchronisations of the loop).
+        before_step: called with the step index (0-based) before each objective.
+        after_step: called (under ``no_grad``) after each Adam step, e.g. a projection.
+        callback: receives a :class:`Progress` at every check.
+    """
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise LRRError(f"iters must be a positive integer, got {iters!r}", parameter="iters")
+    check_learning_rate(lr)
+    if not tol >= 0:
+        raise LRRError(f"tol must be >= 0, got {tol}", parameter="tol")
+    params = list(params)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    start = time.perf_counter()
+    history: list[tuple[int, float]] = []
+    previous = math.inf
+    converged = False
+    iteration = 0
+    for iteration in range(1, iters + 1):
+        optimizer.param_groups[0]["lr"] = _cosine(lr, iteration - 1, iters, final_lr_fraction)
+        if before_step is not None:
+            before_step(iteration - 1)
+        optimizer.zero_grad(set_to_none=True)
+        loss = objective()
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            with torch.no_grad():
+                after_step()
+        if iteration % check_every and iteration != iters:
+            continue
+        loss_value = float(loss.detach())
+        _check_finite(loss_value, params, iteration, lr)
+        history.append((iteration, loss_value))
+        if callback is not None:
+            callback(Progress(iteration, iters, "loss", loss_value))
+        if tol > 0 and math.isfinite(previous) and abs(previous - loss_value) <= tol * abs(previous):
+            converged = True
+            break
+        previous = loss_value
+    with torch.no_grad():
+        loss_value = float(objective().detach())
+    _check_finite(loss_value, params, iteration, lr)
+    return SolveResult(iteration, "loss", loss_value, converged, time.perf_counter() - start, history)
+
+
+def adam(
+    objective: Callable[[Tensor], Tensor],
+    x0: Tensor,
+    *,
+    forward: ForwardModel | None = None,
+    prior: LowRankPrior | None = None,
+    refresh_every: int | None = None,
+    iters: int = 300,
+    lr: float = 0.01,
+    tol: float = 1e-6,
+    callback: Callback | None = None,
+) -> tuple[Tensor, SolveResult]:
+    """Minimise ``objective(x)`` from ``x0`` with Adam (see :func:`minimize`).
+
+    ``forward``: after every step ``x`` is projected onto its constraint (inpainting: the
+    observed pixels), so only the free entries move; Adam is elementwise, so this equals
+    optimising the free entries alone. ``prior``: its lift is re-fitted on ``x`` every
+    ``refresh_every`` steps (None: once, at the start). Returns ``(x, result)``.
+    """
+    x = x0.detach().clone().requires_grad_(True)
+    every = refresh_every or iters + 1
+
+    def before_step(step: int) -> None:
+        if prior is not None and step % every == 0:
+            prior.refresh(x.detach())
+
+    def project() -> None:
+        x.copy_(forward.project(x))
+
+    result = minimize(
+        lambda: objective(x),
+        [x],
+        iters=iters,
+        lr=lr,
+        tol=tol,
+        before_step=before_step,
+        after_step=None if forward is None else project,
+        callback=callback,
+    )
+    return x.detach(), result
+
+
+#: A schedule maps (step, current point) to the prox's (tau, debias).
+Schedule = Callable[[int, Tensor], tuple[Tensor | float, Tensor | float]]
+
+
+def proximal_gradient(
+    forward: ForwardModel,
+    prior: LowRankPrior,
+    x0: Tensor,
+    schedule: Schedule,
+    *,
+    iters: int,
+    step: float = 1.0,
+    refresh_every: int | None = None,
+    refine: int = 0,
+    tol: float = 0.0,
+    callback: Callback | None = None,
+) -> tuple[Tensor, SolveResult]:
+    r"""The fixed-point iteration
+
+    .. math:: y_k = x_k - \eta\nabla f(x_k),\qquad
+              x_{k+1} = P\big(\mathrm{prox}_{R}(y_k;\ \tau_k, \beta_k)\big)
+
+    with ``f``, ``P`` from ``forward``, the prox from ``prior`` and
+    :math:`(\tau_k, \beta_k)` = ``schedule(k, y_k)``. The prior's lift is re-fitted on
+    :math:`y_k` every ``refresh_every`` steps (None: at the first step only).
+
+    Stop rule: the RMS change :math:`\|x_{k+1} - x_k\|/\sqrt{N}` (the ``change`` metric,
+    pixel units) falls to ``tol`` or below (0: run every step). Returns ``(x, result)``.
+    """
+    began = time.perf_counter()
+    every = refresh_every or iters + 1
+    x = x0
+    history: list[tuple[int, float]] = []
+    change, converged, k = math.nan, False, 0
+    for k in range(1, iters + 1):
+        y = forward.gradient_step(x, step)
+        if (k - 1) % every == 0:
+            prior.refresh(y)
+        tau, debias = schedule(k - 1, y)
+        updated = forward.project(prior.prox(y, tau, debias, refine=refine))
+        change = float((updated - x).square().mean().sqrt())
+        x = updated
+        if not math.isfinite(change):
+            raise LRRError(f"the iteration diverged at step {k} (NaN/Inf); lower --lam or try another --reg")
+        history.append((k, change))
+        if callback is not None:
+            callback(Progress(k, iters, "change", change))
+        if change <= tol:
+            converged = True
+            break
+    return x, SolveResult(k, "change", change, converged, time.perf_counter() - began, history)
+
+
+def robust_pca(
+    forward: SparseNoise,
+    prior: LowRankPrior,
+    *,
+    weight: float,
+    iters: int = 100,
+    tol: float = 1e-5,
+    callback: Callback | None = None,
+) -> tuple[Tensor, SolveResult]:
+    r"""Inexact ALM (Lin et al. 2010, Algorithm 5) for :math:`R(L) + w\|S\|_1`, :math:`V = L + S`,
+    with ``V`` = ``forward.observed``:
+
+    ``L = prior.prox(V - S + Y/mu, 1/mu)``, ``S = shrink_{w/mu}(V - L + Y/mu)``,
+    ``Y += mu (V - L - S)``, ``mu *= 1.5`` up to ``1e7 mu_0``. Stop rule:
+    ``||V - L - S||_F <= tol ||V||_F`` (the ``residual`` metric). Holds ``V, L, S, Y``
+    and one temporary. With ``nuclear`` this is exactly principal component pursuit.
+    Returns ``(L, result)``.
+    """
+    began = time.perf_counter()
+    V = forward.observed
+    spectral = torch.linalg.eigvalsh(_gram(prior.lift.matrices(V)))[..., -1].max().clamp_min(0).sqrt()
+    if not float(spectral) > 0:
+        raise LRRError("the video is blank (all frames zero): nothing to separate")
+    norm_v = torch.linalg.vector_norm(V)
+    mu = 1.25 / spectral
+    mu_max = mu * 1e7
+    Y = V / torch.maximum(spectral, V.abs().max() / weight)
+    S = torch.zeros_like(V)
+    L = V
+    history: list[tuple[int, float]] = []
+    residual = math.inf
+    k = 0
+    for k in range(1, iters + 1):
+        L = prior.prox(V - S + Y / mu, 1 / mu)
+        S = soft_threshold(V - L + Y / mu, weight / mu)
+        Z = V - L - S
+        Y = Y + mu * Z
+        mu = torch.clamp(mu * 1.5, max=mu_max)
+        residual = float(torch.linalg.vector_norm(Z) / norm_v)
+        if not math.isfinite(residual):
+            raise LRRError(f"robust PCA diverged at iteration {k} (NaN/Inf); try --solver adam or another --reg")
+        history.append((k, residual))
+        if callback is not None:
+            callback(Progress(k, iters, "residual", residual))
+        if residual <= tol:
+            break
+    return L, SolveResult(k, "residual", residual, residual <= tol, time.perf_counter() - began, history)
+
+
+def _gram(M: Tensor) -> Tensor:
+    return M.mT @ M if M.shape[-2] >= M.shape[-1] else M @ M.mT
+
+
+def _cosine(lr: float, step: int, total: int, final_fraction: float) -> float:
+    if total <= 1:
+        return lr
+    cosine = 0.5 * (1 + math.cos(math.pi * step / (total - 1)))
+    return lr * (final_fraction + (1 - final_fraction) * cosine)
+
+
+def _check_finite(loss: float, params: list[Tensor], iteration: int, lr: float) -> None:
+    bad_param = not all(bool(torch.isfinite(p).all()) for p in params)
+    if math.isfinite(loss) and not bad_param:
+        return
+    what = "a parameter" if math.isfinite(loss) else f"the loss ({loss})"
+    raise LRRError(
+        f"the optimisation diverged at iteration {iteration}: {what} became NaN/Inf; "
+        f"lower the learning rate (now {lr:g}) or the regularisation weight"
+    )
