@@ -3,8 +3,9 @@
 Run: ``python bench/separate.py [--frames 200] [--skip-pyrpca] [--memory]``.
 
 1. Real clip ``../shared/data/videos/vtest.avi``, first ``--frames`` frames at
-   ``--scale 0.25`` (192x144), grey and colour: end-to-end seconds of the ``lrrtool
-   separate`` command (decode, solve, encode three videos; a subprocess) against
+   ``--scale 0.25`` (192x144), grey and colour: end-to-end seconds of
+   :func:`lrrtool.app.separate_video`, what ``lrrtool separate`` runs (decode, solve,
+   encode three videos), against
    ``pyrpca.rpca_pcp_ialm`` on the same grey matrix (compute alone, lambda =
    1/sqrt(max(D, T))). Writes ``bench/figures/separate-vtest.png``: rows are frames
    0, T/2 and T-1; columns the frame, lrrtool's background and mask, pyrpca's background.
@@ -14,7 +15,8 @@ Run: ``python bench/separate.py [--frames 200] [--skip-pyrpca] [--memory]``.
    |S| at its best threshold (a sweep against the truth) and with lrrtool's rule;
    background PSNR of both.
 3. ``--memory``: a synthetic 1920x1080 clip (``--memory-frames``, default 60) through
-   ``lrrtool separate`` at full size; peak resident memory of that process.
+   :func:`lrrtool.app.separate_video` at full size, in a child process; its peak
+   resident memory.
 
 Needs pyrpca (benchmark only, not a dependency).
 """
@@ -22,9 +24,8 @@ Needs pyrpca (benchmark only, not a dependency).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,18 +34,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lrrtool.app import separate_video
 from lrrtool.media import read_image, read_video_chunks, write_image
 from lrrtool.metrics import psnr
-from lrrtool.tasks.separate import foreground_mask, separate
+from lrrtool.tasks.separate import SeparateSettings, foreground_mask, separate
 
 ROOT = Path(__file__).resolve().parents[1]
 VTEST = ROOT.parent / "shared" / "data" / "videos" / "vtest.avi"
 
 
-def run_cli(*args: object) -> float:
-    """Seconds of one ``python -m lrrtool`` run (fails loudly)."""
+def run_separate(video: Path, folder: Path, **options: object) -> float:
+    """Seconds of one end-to-end :func:`lrrtool.app.separate_video` run with default settings."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "lrrtool", *map(str, args), "-q"], check=True)
+    separate_video(video, folder, SeparateSettings(), **options)
     return time.perf_counter() - start
 
 
@@ -73,10 +75,7 @@ def real_clip(frames_wanted: int, skip_pyrpca: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for grey in (True, False):
             out = Path(tmp) / ("grey" if grey else "colour")
-            extra = ["--grey"] if grey else []
-            seconds = run_cli(
-                "separate", VTEST, "--max-frames", frames_wanted, "--scale", 0.25, "--output-dir", out, *extra
-            )
+            seconds = run_separate(VTEST, out, max_frames=frames_wanted, scale=0.25, grey=grey)
             what = "grey" if grey else "colour"
             print(f"| lrrtool separate ({what}) | {seconds:.1f} | end to end: decode, solve, encode 3 videos |")
         frames = next(read_video_chunks(VTEST, chunk_frames=frames_wanted, max_frames=frames_wanted, scale=0.25))[0]
@@ -158,10 +157,11 @@ def memory(frames: int) -> None:
                 frame = np.repeat(base[:, :, None], 3, axis=2).copy()
                 frame[400:520, (t * 25) % 1800 : (t * 25) % 1800 + 120] = 255
                 writer.append_data(frame)
-        seconds = run_cli("separate", clip, "--output-dir", Path(tmp) / "out")
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            seconds = pool.apply(run_separate, (clip, Path(tmp) / "out"))
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     print(f"\n## Memory: {frames} frames of 1920x1080 RGB, default --memory-gib 2\n")
-    print(f"peak resident memory of `lrrtool separate`: {peak:.2f} GiB, {seconds:.0f} s")
+    print(f"peak resident memory of `separate_video` (child process): {peak:.2f} GiB, {seconds:.0f} s")
 
 
 def main() -> None:

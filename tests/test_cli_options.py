@@ -39,8 +39,18 @@ COMMON = ["--reg", "--lam", "--gamma", "--p", "--iters", "--lr", "--estimator"]
 #: (command, the choice, its base arguments with few steps, options to try)
 CASES = [
     ("inpaint", "threshold", ["--solver", "threshold", "--iters", "2"], [*COMMON, "--model", "--start", "--width"]),
-    ("inpaint", "adam", ["--solver", "adam", "--iters", "4", "--reg", "nuclear"], [*COMMON, "--model", "--start", "--factors"]),
-    ("inpaint", "dlrl", ["--method", "dlrl", "--iters", "3"], [*COMMON, "--width", "--factors", "--p-block", "--start"]),
+    (
+        "inpaint",
+        "adam",
+        ["--solver", "adam", "--iters", "4", "--reg", "nuclear"],
+        [*COMMON, "--model", "--start", "--factors"],
+    ),
+    (
+        "inpaint",
+        "dlrl",
+        ["--method", "dlrl", "--iters", "3"],
+        [*COMMON, "--width", "--factors", "--p-block", "--start"],
+    ),
     ("denoise", "threshold", ["--solver", "threshold", "--iters", "2"], [*COMMON, "--patch", "--group"]),
     ("denoise", "adam", ["--solver", "adam", "--iters", "4", "--reg", "nuclear"], [*COMMON, "--patch", "--group"]),
     ("separate", "threshold", ["--solver", "threshold", "--iters", "4"], COMMON),
@@ -68,7 +78,9 @@ def inputs(tmp_path_factory):
         frame = base.copy()
         frame.paste(255, (2 * t, 5, 2 * t + 4, 9))
         frame.save(frames / f"{t:02d}.png")
-    lines = ["user,item,rating"] + [f"u{u},i{i},{1 + (u * 7 + i * 3) % 5}" for u in range(16) for i in range(12) if (u + i) % 3]
+    lines = ["user,item,rating"] + [
+        f"u{u},i{i},{1 + (u * 7 + i * 3) % 5}" for u in range(16) for i in range(12) if (u + i) % 3
+    ]
     (root / "ratings.csv").write_text("\n".join(lines) + "\n")
     (root / "pairs.csv").write_text("user,item\n" + "\n".join(f"u{u},i{u % 12}" for u in range(16)) + "\n")
     return root
