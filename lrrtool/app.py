@@ -43,11 +43,12 @@ def solve_entry(result: SolveResult, seconds: float) -> dict[str, object]:
 
 def reference_metrics(
     estimate: Tensor, reference: Path | None, *, observed: Tensor, source: Path, missing: Tensor | None = None
-) -> dict[str, float] | None:
-    """PSNR/SSIM of ``estimate`` against the image at ``reference`` (None: no metrics):
-    also of the input ``observed``, and, for inpainting, on the ``missing`` pixels alone."""
+) -> dict[str, dict[str, float]]:
+    """``{"metrics": {...}}``: PSNR/SSIM of ``estimate`` against the image at ``reference``,
+    also of the input ``observed``, and, for inpainting, on the ``missing`` pixels alone;
+    ``{}`` without a reference."""
     if reference is None:
-        return None
+        return {}
     clean = media.read_image(reference)
     if clean.shape != observed.shape:
         raise LRRError(f"{reference}: shape {tuple(clean.shape)} differs from {source} {tuple(observed.shape)}")
@@ -57,7 +58,7 @@ def reference_metrics(
         metrics["psnr_input"] = psnr(observed, clean)
     else:
         metrics["psnr_missing"] = psnr(out, clean, missing.cpu())
-    return metrics
+    return {"metrics": metrics}
 
 
 def inpaint_file(
@@ -91,10 +92,7 @@ def inpaint_file(
     media.write_image(target, result, protect=protect)
     entry = {"input": str(path), "output": str(target), "missing_fraction": float(fill.float().mean())}
     entry |= solve_entry(solve, seconds)
-    metrics = reference_metrics(result, reference, observed=image, source=path, missing=fill)
-    if metrics is not None:
-        entry["metrics"] = metrics
-    return entry
+    return entry | reference_metrics(result, reference, observed=image, source=path, missing=fill)
 
 
 def denoise_file(
@@ -120,10 +118,7 @@ def denoise_file(
     media.write_image(target, clean, protect=protect)
     entry = {"input": str(path), "output": str(target), "sigma_255": round(level * 255, 3)}
     entry |= {"sigma_estimated": sigma is None, **solve_entry(solve, seconds)}
-    metrics = reference_metrics(clean, reference, observed=noisy, source=path)
-    if metrics is not None:
-        entry["metrics"] = metrics
-    return entry
+    return entry | reference_metrics(clean, reference, observed=noisy, source=path)
 
 
 def separate_video(

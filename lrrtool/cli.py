@@ -244,9 +244,8 @@ def root(
 def penalties() -> None:
     """List the penalties h of --reg, their gamma units, the series and the estimators."""
     for name, cls in PENALTIES.items():
-        units = (cls.__doc__ or "").split("``gamma`` is in ")[-1].split(":")[0] if "gamma" in cls.parameters else ""
-        extra = f"  (gamma in {' '.join(units.split())})" if units else ""
-        extra += "  (p: exponent)" if "p" in cls.parameters else ""
+        extra = f"  (gamma in {cls.gamma_units})" if "gamma" in cls.parameters else ""
+        extra += "  (p: the exponent)" if "p" in cls.parameters else ""
         typer.echo(f"{name:14} {cls.summary}{extra}")
     typer.echo("\nseries prefixes (e.g. laguerre-laplace):")
     for name, cls in SERIES.items():

@@ -224,11 +224,7 @@ def proximal_gradient(
         updated = forward.project(prior.prox(y, tau, debias, refine=refine))
         change = float((updated - x).square().mean().sqrt())
         x = updated
-        if not math.isfinite(change):
-            raise LRRError(f"the iteration diverged at step {k} (NaN/Inf); lower --lam or try another --reg")
-        history.append((k, change))
-        if callback is not None:
-            callback(Progress(k, iters, "change", change))
+        _record(history, callback, Progress(k, iters, "change", change), "lower lam or try another reg")
         if change <= tol:
             converged = True
             break
@@ -274,14 +270,19 @@ def robust_pca(
         Y = Y + mu * Z
         mu = torch.clamp(mu * 1.5, max=mu_max)
         residual = float(torch.linalg.vector_norm(Z) / norm_v)
-        if not math.isfinite(residual):
-            raise LRRError(f"robust PCA diverged at iteration {k} (NaN/Inf); try --solver adam or another --reg")
-        history.append((k, residual))
-        if callback is not None:
-            callback(Progress(k, iters, "residual", residual))
+        _record(history, callback, Progress(k, iters, "residual", residual), "try solver adam or another reg")
         if residual <= tol:
             break
     return L, SolveResult(k, "residual", residual, residual <= tol, time.perf_counter() - began, history)
+
+
+def _record(history: list[tuple[int, float]], callback: Callback | None, step: Progress, hint: str) -> None:
+    """Keep one step's metric and report it; a NaN/Inf metric is divergence."""
+    if not math.isfinite(step.value):
+        raise LRRError(f"the solver diverged at step {step.iteration} ({step.metric} {step.value}); {hint}")
+    history.append((step.iteration, step.value))
+    if callback is not None:
+        callback(step)
 
 
 def _gram(M: Tensor) -> Tensor:

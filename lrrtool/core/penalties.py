@@ -58,6 +58,8 @@ class Penalty(ABC):
 class _GammaPenalty(Penalty, ABC):
     parameters = ("gamma",)
     default_gamma: ClassVar[float] = 1.0
+    #: The unit of gamma: that of the singular values, or its inverse (a rate).
+    gamma_units: ClassVar[str] = "singular-value units"
 
     def __init__(self, gamma: float | None = None) -> None:
         self.gamma = _positive("gamma", self.default_gamma if gamma is None else gamma, self.name)
@@ -193,6 +195,7 @@ class Logarithm(_GammaPenalty):
 
     name = "logarithm"
     summary = "log(g s + 1)/log(g + 1)"
+    gamma_units = "1 / singular-value units"
 
     def h(self, sigma: Tensor) -> Tensor:
         return torch.log1p(self.gamma * sigma) / math.log1p(self.gamma)
@@ -213,6 +216,7 @@ class ETP(_GammaPenalty):
 
     name = "etp"
     summary = "(1 - exp(-g s))/(1 - exp(-g))"
+    gamma_units = "1 / singular-value units"
 
     def h(self, sigma: Tensor) -> Tensor:
         return -torch.expm1(-self.gamma * sigma) / -math.expm1(-self.gamma)
