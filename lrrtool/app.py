@@ -41,17 +41,25 @@ def solve_entry(result: SolveResult, seconds: float) -> dict[str, object]:
     }
 
 
-def reference_metrics(
-    estimate: Tensor, reference: Path | None, *, observed: Tensor, source: Path, missing: Tensor | None = None
-) -> dict[str, dict[str, float]]:
-    """``{"metrics": {...}}``: PSNR/SSIM of ``estimate`` against the image at ``reference``,
-    also of the input ``observed``, and, for inpainting, on the ``missing`` pixels alone;
-    ``{}`` without a reference."""
+def read_reference(reference: Path | None, observed: Tensor, source: Path) -> Tensor | None:
+    """The clean image at ``reference`` (None: none), refused before any work when its
+    shape differs from the input's."""
     if reference is None:
-        return {}
+        return None
     clean = media.read_image(reference)
     if clean.shape != observed.shape:
         raise LRRError(f"{reference}: shape {tuple(clean.shape)} differs from {source} {tuple(observed.shape)}")
+    return clean
+
+
+def reference_metrics(
+    estimate: Tensor, clean: Tensor | None, *, observed: Tensor, missing: Tensor | None = None
+) -> dict[str, dict[str, float]]:
+    """``{"metrics": {...}}``: PSNR/SSIM of ``estimate`` against the ``clean`` image, also
+    of the input ``observed``, and, for inpainting, on the ``missing`` pixels alone;
+    ``{}`` without a reference."""
+    if clean is None:
+        return {}
     out = estimate.float().cpu()
     metrics = {"psnr": psnr(out, clean), "ssim": ssim(out, clean)}
     if missing is None:
@@ -85,6 +93,7 @@ def inpaint_file(
         fill = torch.rand(size, generator=torch.Generator().manual_seed(seed)) < drop
     else:
         fill = media.read_mask(mask, size, invert=invert_mask, resize=resize_mask)
+    clean = read_reference(reference, image, path)
     started = time.perf_counter()
     with progress(f"inpaint {path.name}") as callback:
         result, solve = inpaint(image.to(device, dtype), fill.to(device), settings, callback=callback)
@@ -92,7 +101,7 @@ def inpaint_file(
     media.write_image(target, result, protect=protect)
     entry = {"input": str(path), "output": str(target), "missing_fraction": float(fill.float().mean())}
     entry |= solve_entry(solve, seconds)
-    return entry | reference_metrics(result, reference, observed=image, source=path, missing=fill)
+    return entry | reference_metrics(result, clean, observed=image, missing=fill)
 
 
 def denoise_file(
@@ -111,6 +120,7 @@ def denoise_file(
     estimated, :func:`lrrtool.tasks.denoise.estimate_sigma`). Returns the report entry."""
     noisy = media.read_image(path)
     level = estimate_sigma(noisy) if sigma is None else sigma
+    clean_reference = read_reference(reference, noisy, path)
     started = time.perf_counter()
     with progress(f"denoise {path.name}") as callback:
         clean, solve = denoise(noisy.to(device, dtype), level, settings, callback=callback)
@@ -118,7 +128,7 @@ def denoise_file(
     media.write_image(target, clean, protect=protect)
     entry = {"input": str(path), "output": str(target), "sigma_255": round(level * 255, 3)}
     entry |= {"sigma_estimated": sigma is None, **solve_entry(solve, seconds)}
-    return entry | reference_metrics(clean, reference, observed=noisy, source=path)
+    return entry | reference_metrics(clean, clean_reference, observed=noisy)
 
 
 def separate_video(
@@ -146,9 +156,17 @@ def separate_video(
         raise LRRError(f"{folder}: exists and is not a folder")
     if not video.exists():
         raise LRRError(f"{video}: no such file or folder")
+    if max_frames == 1:
+        raise LRRError("max_frames 1: a background needs at least 2 frames", parameter="max_frames")
+    media.writable_folder(folder)
     started = time.perf_counter()
     geometry = media.video_geometry(video, scale=scale, size=size, grey=grey)
     per_chunk = chunk_frames_for(geometry, dtype, settings, memory_gib=memory_gib, chunk_frames=chunk_frames)
+    available = media.video_frame_count(video)
+    wanted = None if available is None else max(available - start, 0)
+    if max_frames is not None:
+        wanted = max_frames if wanted is None else min(wanted, max_frames)
+    total_chunks = None if not wanted else -(-wanted // per_chunk)
     stream = media.read_video_chunks(
         video, chunk_frames=per_chunk, start=start, max_frames=max_frames, scale=scale, size=size, grey=grey
     )
@@ -159,16 +177,17 @@ def separate_video(
             fps[0] = rate
             yield chunk
 
-    folder.mkdir(parents=True, exist_ok=True)
     writers: dict[str, media.VideoWriter] = {}
-    results, total, ok = [], 0, False
+    results, total, ok, created = [], 0, False, []
+    of = f"/{total_chunks}" if total_chunks else ""
     try:
         solved = separate_chunks(
-            chunks(), settings, device=device, dtype=dtype, progress=lambda i: progress(f"chunk {i + 1}")
+            chunks(), settings, device=device, dtype=dtype, progress=lambda i: progress(f"chunk {i + 1}{of}")
         )
         for part in solved:
             if not writers:
-                writers = {n: media.VideoWriter(folder / f"{n}.mp4", fps[0], protect=[video]) for n in _VIDEOS}
+                created = media.make_folder(folder)
+                writers = {n: media.VideoWriter(folder / f"{n}.mp4", fps[0], protect=[video]) for n in OUTPUT_VIDEOS}
             bg, mask = part.background, part.mask[:, None].to(part.background.dtype)
             writers["background"].append(bg)
             writers["foreground"].append((part.foreground.abs() * 4).clamp(0, 1))
@@ -179,7 +198,7 @@ def separate_video(
                     media.write_image(folder / f"mask_{total + t:05d}.png", mask[t])
             results.append(
                 {
-                    "chunk": part.index,
+                    "chunk": part.index + 1,
                     "frames": bg.shape[0],
                     "iterations": part.result.iterations,
                     "converged": part.result.converged,
@@ -192,6 +211,8 @@ def separate_video(
     finally:
         for writer in writers.values():
             writer.close(ok)
+        if not ok:
+            media.remove_empty(created)
     return {
         "input": str(video),
         "output_dir": str(folder),
@@ -201,7 +222,8 @@ def separate_video(
     }
 
 
-_VIDEOS = ("background", "foreground", "mask")
+#: The videos ``separate`` writes into its folder.
+OUTPUT_VIDEOS = ("background", "foreground", "mask")
 
 
 def complete_csv(

@@ -5,6 +5,11 @@ Each command is its options and one call into the library per input
 fix. That error becomes one red line (a library parameter's name replaced by its flag)
 and exit code 1; an option value outside its listed choices is the argument parser's
 usage error, exit code 2; Ctrl-C exits with 130.
+
+Threads: ``--threads`` (default 1) sets torch's CPU threads before any work. Several
+OpenMP threads spin-wait for each other, and beside another busy process (``xargs -P``,
+GNU parallel, a second run) that has taken the same run from 4 s to over 130 s here;
+one thread per process is steady (``README``, "Threads").
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shlex
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -39,8 +46,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 80},
 )
-console = Console(stderr=True)
+#: Lines are never wrapped (piped output keeps one line per message).
+console = Console(stderr=True, soft_wrap=True)
+# Typer prints an argument's Python type after its name ("IMAGE... <list[str]>"); an
+# argument with a metavar shows just the metavar, as options do.
+_argument_type = typer.core.TyperArgument.display_type_rich
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None if self.metavar else _argument_type(self, ctx)
 
 
 def choices(name: str, values) -> type[Enum]:
@@ -61,37 +75,55 @@ DTypeName = choices("DTypeName", ("float32", "float64"))
 # ------------------------------------------------------------------ shared options
 RegOpt = Annotated[
     RegName | None,
-    typer.Option("--reg", help="Penalty h; prefix taylor-/laguerre-/chebyshev- for a series (lrrtool penalties)."),
+    typer.Option(
+        "--reg",
+        metavar="PENALTY",
+        help="Penalty h, optionally with a series prefix: laguerre-laplace (list: lrrtool penalties).",
+    ),
 ]
-LamOpt = Annotated[float | None, typer.Option("--lam", help="Weight of the low-rank term (default per solver).")]
-GammaOpt = Annotated[float | None, typer.Option("--gamma", help="Scale of non-convex penalties (lrrtool penalties).")]
-POpt = Annotated[float | None, typer.Option("--p", help="Exponent of schatten-p.")]
-IterOpt = Annotated[int | None, typer.Option("--iters", help="Maximum solver steps (default per solver).")]
-LrOpt = Annotated[float | None, typer.Option("--lr", help="Adam step size (--solver adam), in pixel units.")]
+LamOpt = Annotated[float | None, typer.Option("--lam", metavar="X", help="Weight of the low-rank term.")]
+GammaOpt = Annotated[
+    float | None, typer.Option("--gamma", metavar="X", help="Scale of a non-convex penalty (lrrtool penalties).")
+]
+POpt = Annotated[float | None, typer.Option("--p", metavar="X", help="Exponent of schatten-p.")]
+IterOpt = Annotated[int | None, typer.Option("--iters", metavar="N", help="Most solver steps.")]
+LrOpt = Annotated[
+    float | None, typer.Option("--lr", metavar="X", help="Adam step size in (0, 1], pixel units (--solver adam).")
+]
 EstOpt = Annotated[
-    EstimatorName | None, typer.Option("--estimator", help="How Adam's R is computed (--solver adam; default auto).")
+    EstimatorName | None, typer.Option("--estimator", help="How Adam computes R (--solver adam; default auto).")
 ]
 SolverOpt = Annotated[
     SolverName | None,
-    typer.Option(
-        "--solver",
-        help="threshold: exact reweighted singular-value thresholding (default); adam: the paper's gradient route.",
-    ),
+    typer.Option("--solver", help="threshold: exact spectral shrinkage (default); adam: the paper's route."),
 ]
-DeviceOpt = Annotated[DeviceName, typer.Option("--device", help="auto = cuda when available.")]
-DTypeOpt = Annotated[DTypeName, typer.Option("--dtype", help="Floating-point precision of the solve.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice (masks, probes).")]
-ReportOpt = Annotated[Path | None, typer.Option("--report", help="Write a JSON report here.", dir_okay=False)]
+DeviceOpt = Annotated[DeviceName, typer.Option("--device", help="auto: cuda when available.")]
+DTypeOpt = Annotated[DTypeName, typer.Option("--dtype", help="Precision of the solve.")]
+SeedOpt = Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the random choices (drops, probes).")]
+ThreadsOpt = Annotated[
+    int, typer.Option("--threads", metavar="N", min=0, help="CPU threads; 0 = all cores (default 1, see README).")
+]
+ReportOpt = Annotated[
+    Path | None, typer.Option("--report", metavar="FILE", help="Write a JSON report here.", dir_okay=False)
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-OutputOpt = Annotated[Path | None, typer.Option("-o", "--output", help="Output file (one input).")]
-OutputDirOpt = Annotated[Path | None, typer.Option("--output-dir", help="Folder for the outputs.")]
+OutputOpt = Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE", help="Output file (one input).")]
+OutputDirOpt = Annotated[Path | None, typer.Option("--output-dir", metavar="DIR", help="Folder for the outputs.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: skip them).")]
-ReferenceOpt = Annotated[Path | None, typer.Option("--reference", help="Clean image: adds PSNR/SSIM to the report.")]
+ReferenceOpt = Annotated[
+    Path | None, typer.Option("--reference", metavar="FILE", help="Clean image: PSNR/SSIM on screen and in the report.")
+]
 
 
 def given(**options) -> dict[str, object]:
     """The options the user set (not None), enum choices as their values."""
     return {k: v.value if isinstance(v, Enum) else v for k, v in options.items() if v is not None}
+
+
+def set_threads(threads: int) -> int:
+    """Use ``threads`` CPU threads (0: every core); returns the number in use."""
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    return torch.get_num_threads()
 
 
 def torch_device(name: str) -> torch.device:
@@ -144,18 +176,25 @@ def progress_bars(quiet: bool) -> Callable[[str], contextmanager]:
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[metric]} {task.fields[value]:.4g}"),
+            TextColumn("{task.fields[metric]} {task.fields[value]:.3g}"),
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=console, transient=True) as display:
             task = display.add_task(label, total=None, metric="", value=float("nan"))
 
             def update(p: SolverProgress) -> None:
-                display.update(task, total=p.total, completed=p.iteration, metric=p.metric, value=p.value)
+                description = f"{label} [{p.phase}]"
+                display.update(
+                    task, description=description, total=p.total, completed=p.iteration, metric=p.metric, value=p.value
+                )
 
             yield update
 
     return bar
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
@@ -173,27 +212,51 @@ def output_path(source: Path, output: Path | None, output_dir: Path | None, suff
         raise LRRError("-o names one file; with several inputs use --output-dir")
     if output is not None:
         return output
+    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
+        raise LRRError(f"{output_dir}: exists and is not a folder")
     folder = source.parent if output_dir is None else output_dir
-    if output_dir is not None:
-        if output_dir.exists() and not output_dir.is_dir():
-            raise LRRError(f"{output_dir}: exists and is not a folder")
-        output_dir.mkdir(parents=True, exist_ok=True)
-    return folder / f"{source.stem}.{suffix}.png"
+    return folder / f"{source.stem}.{suffix}.png"  # created when the first output is written
+
+
+def check_report(path: Path | None, protect: list[Path]) -> None:
+    """Refuse, before any work, a report path that cannot be written."""
+    if path is not None:
+        from lrrtool.media import check_output
+
+        check_output(path, protect)
 
 
 def write_report(path: Path | None, report: dict, protect: list[Path]) -> None:
+    """Write the JSON report. An input skipped this time keeps its entry from the report
+    already there (so a re-run never replaces useful entries by ``"skipped": true``);
+    when nothing was done and nothing is known, the report is left alone."""
     if path is None:
         return
     from lrrtool.media import atomic_path
 
+    results = report.get("results")
+    if results is not None and any(entry.get("skipped") for entry in results):
+        known = {}
+        if path.is_file():
+            try:
+                known = {e.get("input"): e for e in json.loads(path.read_text()).get("results", [])}
+            except (OSError, ValueError, AttributeError):
+                known = {}
+        results = [
+            {**known[e["input"]], "skipped": True} if e.get("skipped") and e["input"] in known else e for e in results
+        ]
+        if all(entry.get("skipped") and len(entry) <= 3 for entry in results) and path.exists():
+            console.print(f"{path}: kept (every input was skipped)")
+            return
+        report = {**report, "results": results}
     with atomic_path(path, protect) as tmp:
         tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
-def skipped(path: Path, target: Path, overwrite: bool, explicit_output: bool) -> dict | None:
-    """The report entry of an input whose default output already exists (said on the
-    console), or None when it is to be written: ``-o`` and ``--overwrite`` always write."""
-    if explicit_output or overwrite or not target.exists():
+def skipped(path: Path, target: Path, overwrite: bool) -> dict | None:
+    """The one overwrite rule: an existing output, default name or given, is skipped and
+    said, unless ``--overwrite``. Returns the skipped input's report entry, or None."""
+    if overwrite or not target.exists():
         return None
     console.print(f"skip {path}: {target} exists (use --overwrite)")
     return {"input": str(path), "output": str(target), "skipped": True}
@@ -209,8 +272,10 @@ def run_batch(inputs: list[Path], process: Callable[[Path], dict], quiet: bool) 
             failed += 1
             print_error(error)
             results.append({"input": str(path), "error": flag_message(error)})
+    skips = sum(bool(entry.get("skipped")) for entry in results)
     if len(inputs) > 1 and not quiet:
-        console.print(f"{len(inputs) - failed} of {len(inputs)} inputs done, {failed} failed")
+        done = len(inputs) - failed - skips
+        console.print(f"{done} of {len(inputs)} inputs done, {skips} skipped, {failed} failed")
     return results, failed
 
 
@@ -218,7 +283,9 @@ def report_header(command: str, settings, device: torch.device, dtype: torch.dty
     return {
         "command": command,
         "version": __version__,
+        "command_line": shlex.join(["lrrtool", *sys.argv[1:]]),
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "dtype": str(dtype).removeprefix("torch."),
         "settings": asdict(settings),
     }
@@ -254,22 +321,24 @@ def penalties() -> None:
 
 
 # ------------------------------------------------------------------ inpaint
-WidthOpt = Annotated[int | None, typer.Option("--width", help="DLRL: factor width d (inpaint 80, complete 20).")]
-FactorsOpt = Annotated[int | None, typer.Option("--factors", help="DLRL: number of factors I (inpaint 2, complete 4).")]
+WidthOpt = Annotated[int | None, typer.Option("--width", metavar="N", help="Factor width (--method dlrl).")]
+FactorsOpt = Annotated[int | None, typer.Option("--factors", metavar="N", help="Factors I (--method dlrl).")]
 PBlockOpt = Annotated[
-    float | None, typer.Option("--p-block", help="DLRL: Schatten exponent p_i of every factor (1/p = I/p_i).")
+    float | None, typer.Option("--p-block", metavar="X", help="Schatten exponent of each factor (--method dlrl).")
 ]
 
 
 @app.command()
 def inpaint(
-    images: Annotated[list[str], typer.Argument(help="Image files or glob patterns.")],
-    mask: Annotated[Path | None, typer.Option("--mask", help="Mask image: white (or transparent) = fill.")] = None,
+    images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="Image files or glob patterns.")],
+    mask: Annotated[
+        Path | None, typer.Option("--mask", metavar="FILE", help="Mask image: white (or transparent) = fill.")
+    ] = None,
     mask_dir: Annotated[
-        Path | None, typer.Option("--mask-dir", help="Folder with a mask of the same name per image.")
+        Path | None, typer.Option("--mask-dir", metavar="DIR", help="Folder with a mask of the same name per image.")
     ] = None,
     drop: Annotated[
-        float | None, typer.Option("--drop", help="Fill a seeded random fraction of pixels (experiments).")
+        float | None, typer.Option("--drop", metavar="F", help="Fill a seeded random fraction F of the pixels.")
     ] = None,
     invert_mask: Annotated[
         bool, typer.Option("--invert-mask", help="Black = fill (e.g. the TNNR benchmark masks).")
@@ -317,6 +386,7 @@ def inpaint(
     device: DeviceOpt = DeviceName.auto,
     dtype: DTypeOpt = DTypeName.float32,
     seed: SeedOpt = 0,
+    threads: ThreadsOpt = 1,
     report: ReportOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -336,6 +406,7 @@ def inpaint(
     from lrrtool.tasks.inpaint import InpaintSettings
 
     with user_errors():
+        set_threads(threads)
         if sum(x is not None for x in (mask, mask_dir, drop)) != 1:
             raise LRRError("give exactly one of --mask, --mask-dir or --drop")
         if drop is not None and not 0 < drop < 1:
@@ -349,11 +420,15 @@ def inpaint(
         dev, dt = torch_device(device.value), torch_dtype(dtype.value)
         inputs = expand_inputs(images)
         protect = list(inputs) + [x for x in (mask, reference) if x is not None]
+        for given_file in (mask, reference):
+            if given_file is not None:
+                media.existing_file(given_file, "an image file")
+        check_report(report, protect)
 
         def process(path: Path) -> dict:
             target = output_path(path, output, output_dir, "inpainted", len(inputs) > 1)
-            media.check_output(target, protect)
-            if (entry := skipped(path, target, overwrite, output is not None)) is not None:
+            media.check_output(target, protect, image=True)
+            if (entry := skipped(path, target, overwrite)) is not None:
                 return entry
             entry = jobs.inpaint_file(
                 path,
@@ -384,28 +459,34 @@ def inpaint(
 # ------------------------------------------------------------------ separate
 @app.command()
 def separate(
-    video: Annotated[Path, typer.Argument(help="Video file (any format ffmpeg reads) or folder of frames.")],
+    video: Annotated[
+        Path, typer.Argument(metavar="VIDEO", help="Video file (any format ffmpeg reads) or folder of frames.")
+    ],
     output_dir: Annotated[
-        Path | None, typer.Option("--output-dir", help="Default: NAME.separated/ beside the input.")
+        Path | None, typer.Option("--output-dir", metavar="DIR", help="Default: NAME.separated/ beside the input.")
     ] = None,
-    max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Use at most this many frames.")] = None,
-    start: Annotated[int, typer.Option("--start", min=0, help="First frame to use.")] = 0,
-    scale: Annotated[float | None, typer.Option("--scale", help="Downscale factor in (0, 1].")] = None,
-    size: Annotated[str | None, typer.Option("--size", help="Frame size WxH.")] = None,
+    max_frames: Annotated[
+        int | None, typer.Option("--max-frames", metavar="N", min=1, help="Use at most N frames (2 or more).")
+    ] = None,
+    start: Annotated[int, typer.Option("--start", metavar="N", min=0, help="First frame to use.")] = 0,
+    scale: Annotated[float | None, typer.Option("--scale", metavar="X", help="Downscale factor in (0, 1].")] = None,
+    size: Annotated[str | None, typer.Option("--size", metavar="WxH", help="Frame size, e.g. 320x240.")] = None,
     grey: Annotated[bool, typer.Option("--grey", help="Process luminance only.")] = False,
     chunk_frames: Annotated[
         int | None,
         typer.Option(
             "--chunk-frames",
+            metavar="N",
             min=2,
-            help="Frames solved at once (default: 200, fewer when the frames are large, to stay within --memory-gib).",
+            help="Frames solved at once (default 200, fewer to stay within --memory-gib).",
         ),
     ] = None,
     memory_gib: Annotated[
-        float, typer.Option("--memory-gib", min=0.25, help="Working-memory budget that sizes the chunks.")
+        float, typer.Option("--memory-gib", metavar="X", min=0.25, help="Memory budget that sizes the chunks.")
     ] = 2.0,
     solver: SolverOpt = None,
     frames: Annotated[bool, typer.Option("--frames", help="Also export PNG frames.")] = False,
+    overwrite: OverwriteOpt = False,
     reg: RegOpt = None,
     lam: LamOpt = None,
     gamma: GammaOpt = None,
@@ -416,6 +497,7 @@ def separate(
     device: DeviceOpt = DeviceName.auto,
     dtype: DTypeOpt = DTypeName.float32,
     seed: SeedOpt = 0,
+    threads: ThreadsOpt = 1,
     report: ReportOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -435,6 +517,7 @@ def separate(
     from lrrtool.tasks.separate import SeparateSettings
 
     with user_errors():
+        set_threads(threads)
         settings = SeparateSettings(
             seed=seed,
             **given(solver=solver, reg=reg, lam=lam, gamma=gamma, p=p, iters=iters, lr=lr, estimator=estimator),
@@ -448,6 +531,11 @@ def separate(
                 raise LRRError(f"--size must look like 320x240, got {size!r}") from None
             wh = (w, h)
         folder = output_dir or video.with_name(video.stem + ".separated")
+        check_report(report, [video])
+        existing = [folder / f"{name}.mp4" for name in jobs.OUTPUT_VIDEOS if (folder / f"{name}.mp4").exists()]
+        if existing and not overwrite:
+            console.print(f"skip {video}: {existing[0]} exists (use --overwrite)")
+            return
         entry = jobs.separate_video(
             video,
             folder,
@@ -466,29 +554,32 @@ def separate(
         )
         odd = sum(not 1e-4 <= chunk["foreground_fraction"] <= 0.9 for chunk in entry["chunks"])
         if odd:
+            hint = "lower --lr or adjust --lam" if settings.choice == "adam" else "adjust --lam"
             console.print(
-                f"[yellow]warning:[/] the foreground came out empty or nearly everything in {odd} chunk(s); "
-                "adjust --lam"
+                f"[yellow]warning:[/] the foreground came out empty or nearly everything in {odd} of "
+                f"{len(entry['chunks'])} chunks; {hint}"
             )
         if not quiet:
-            console.print(f"{video} -> {folder}/ ({entry['frames']} frames, {entry['seconds']:.1f} s)")
+            console.print(f"{video} -> {folder}/ ({plural(entry['frames'], 'frame')}, {entry['seconds']:.1f} s)")
         write_report(report, {**report_header("separate", settings.resolved(), dev, dt), **entry}, [video])
 
 
 # ------------------------------------------------------------------ denoise
 @app.command()
 def denoise(
-    images: Annotated[list[str], typer.Argument(help="Noisy image files or glob patterns.")],
+    images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="Noisy image files or glob patterns.")],
     output: OutputOpt = None,
     output_dir: OutputDirOpt = None,
     sigma: Annotated[
-        str, typer.Option("--sigma", help="Noise std in 0-255 units, or 'auto' (wavelet MAD estimate).")
+        str, typer.Option("--sigma", metavar="X", help="Noise std in 0-255 units, or auto (wavelet MAD estimate).")
     ] = "auto",
     overwrite: OverwriteOpt = False,
     reference: ReferenceOpt = None,
-    patch: Annotated[int | None, typer.Option("--patch", help="Patch side (default 6 for grey, 5 for colour).")] = None,
+    patch: Annotated[
+        int | None, typer.Option("--patch", metavar="N", help="Patch side (default 6 for grey, 5 for colour).")
+    ] = None,
     group: Annotated[
-        int | None, typer.Option("--group", help="Similar patches per group (default 48 grey, 64 colour).")
+        int | None, typer.Option("--group", metavar="N", help="Patches per group (default 48 grey, 64 colour).")
     ] = None,
     solver: SolverOpt = None,
     reg: RegOpt = None,
@@ -501,6 +592,7 @@ def denoise(
     device: DeviceOpt = DeviceName.auto,
     dtype: DTypeOpt = DTypeName.float32,
     seed: SeedOpt = 0,
+    threads: ThreadsOpt = 1,
     report: ReportOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -518,6 +610,7 @@ def denoise(
     from lrrtool.tasks.denoise import DenoiseSettings
 
     with user_errors():
+        set_threads(threads)
         settings = DenoiseSettings(
             seed=seed,
             **given(solver=solver, patch=patch, group=group),
@@ -535,11 +628,14 @@ def denoise(
         dev, dt = torch_device(device.value), torch_dtype(dtype.value)
         inputs = expand_inputs(images)
         protect = list(inputs) + ([reference] if reference else [])
+        if reference is not None:
+            media.existing_file(reference, "an image file")
+        check_report(report, protect)
 
         def process(path: Path) -> dict:
             target = output_path(path, output, output_dir, "denoised", len(inputs) > 1)
-            media.check_output(target, protect)
-            if (entry := skipped(path, target, overwrite, output is not None)) is not None:
+            media.check_output(target, protect, image=True)
+            if (entry := skipped(path, target, overwrite)) is not None:
                 return entry
             entry = jobs.denoise_file(
                 path,
@@ -568,14 +664,15 @@ def denoise(
 # ------------------------------------------------------------------ complete
 @app.command()
 def complete(
-    ratings: Annotated[Path, typer.Argument(help="CSV with a header user,item,rating.")],
+    ratings: Annotated[Path, typer.Argument(metavar="RATINGS", help="CSV with a header user,item,rating.")],
     predict: Annotated[
-        Path | None, typer.Option("--predict", help="CSV with a header user,item: the pairs to predict.")
+        Path | None, typer.Option("--predict", metavar="PAIRS", help="CSV with a header user,item: pairs to predict.")
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Predictions CSV (default: PAIRS.predictions.csv).")
+        Path | None,
+        typer.Option("-o", "--output", metavar="FILE", help="Predictions CSV (default: PAIRS.predictions.csv)."),
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing default output.")] = False,
+    overwrite: OverwriteOpt = False,
     method: Annotated[
         CompletionMethod,
         typer.Option(
@@ -588,7 +685,7 @@ def complete(
     ] = CompletionMethod.blend,
     test_fraction: Annotated[
         float | None,
-        typer.Option("--test-fraction", help="Hold out this seeded fraction of ratings and report test RMSE/MAE."),
+        typer.Option("--test-fraction", metavar="F", help="Hold out a seeded fraction F; report test RMSE/MAE."),
     ] = None,
     width: WidthOpt = None,
     factors: FactorsOpt = None,
@@ -598,9 +695,10 @@ def complete(
     gamma: GammaOpt = None,
     p: POpt = None,
     iters: IterOpt = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Adam step size (default per method).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", metavar="X", help="Adam step size in (0, 1].")] = None,
     device: DeviceOpt = DeviceName.auto,
     seed: SeedOpt = 0,
+    threads: ThreadsOpt = 1,
     report: ReportOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -614,9 +712,11 @@ def complete(
     """
     from lrrtool import app as jobs
     from lrrtool import media
+    from lrrtool.recsys import tables
     from lrrtool.recsys.completion import CompletionSettings
 
     with user_errors():
+        set_threads(threads)
         if predict is None and test_fraction is None:
             raise LRRError("nothing to do: give --predict PAIRS.csv and/or --test-fraction F")
         if output is not None and predict is None:
@@ -628,12 +728,17 @@ def complete(
             **given(reg=reg, lam=lam, gamma=gamma, p=p, iters=iters, lr=lr),
         )
         protect = [x for x in (ratings, predict) if x is not None]
+        for given_file in protect:
+            media.existing_file(given_file, "a CSV file")
+        check_report(report, protect)
         target = None
         if predict is not None:
             target = output if output is not None else predict.with_name(f"{predict.stem}.predictions.csv")
-            media.check_output(target, protect)
-            if output is None and target.exists() and not overwrite:
-                raise LRRError(f"{target} exists (use --overwrite or -o)")
+            tables.check_predictions_path(target, protect)
+            if skipped(predict, target, overwrite) is not None:
+                if test_fraction is None:
+                    return
+                predict = target = None  # the held-out test still runs
         dev = torch_device(device.value)
         entry = jobs.complete_csv(
             ratings,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +42,12 @@ def existing_file(path: str | Path, kind: str) -> Path:
     return path
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path, *, load: bool = True) -> Image.Image:
     path = existing_file(path, "an image file")
     try:
         image = Image.open(path)
-        image.load()
+        if load:
+            image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise LRRError(f"{path}: not a readable image ({_summary(error)})") from None
     return image
@@ -78,6 +79,13 @@ def read_image(path: str | Path) -> torch.Tensor:
     if image.mode == "LA":
         return _to_tensor(np.asarray(image)[:, :, 0])
     return _to_tensor(np.asarray(image.convert("RGB")))
+
+
+def image_shape(path: str | Path) -> tuple[int, int, int]:
+    """``(C, H, W)`` that :func:`read_image` would return, read from the header only."""
+    image = _open(Path(path), load=False)
+    grey = image.mode in ("L", "1", "LA", "I;16", "I;16B", "I;16L", "I")
+    return (1 if grey else 3), image.size[1], image.size[0]
 
 
 def read_mask(
@@ -148,43 +156,97 @@ def same_file(a: str | Path, b: str | Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def check_output(path: str | Path, protect: Iterable[str | Path] = ()) -> Path:
-    """Refuse an output path that is one of the inputs or an existing folder."""
+def _reason(error: OSError) -> str:
+    return error.strerror or error.__class__.__name__
+
+
+def writable_folder(folder: str | Path) -> Path:
+    """Refuse, before any work, a folder that cannot be created or written: its nearest
+    existing ancestor must be a folder this process may write to."""
+    folder = Path(folder) if str(folder) else Path(".")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LRRError(f"{folder}: cannot create it, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LRRError(f"{folder}: cannot write there (permission denied on {existing})")
+    return folder
+
+
+def check_output(path: str | Path, protect: Iterable[str | Path] = (), *, image: bool = False) -> Path:
+    """Refuse, before any work, an output path that is one of the inputs, an existing
+    folder, in a folder that cannot be written, or (``image``) of an unknown image format."""
     path = Path(path)
     for other in protect:
         if same_file(path, other):
             raise LRRError(f"{path}: refusing to overwrite an input; choose another output path")
     if path.is_dir():
         raise LRRError(f"{path}: is a folder; give a file name for the output")
+    if image and Image.registered_extensions().get(path.suffix.lower()) is None:
+        raise LRRError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg, .bmp or .tif")
+    writable_folder(path.parent)
     return path
+
+
+def make_folder(folder: str | Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns the folders created (deepest
+    last), for :func:`remove_empty` after a failure."""
+    folder = Path(folder) if str(folder) else Path(".")
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        for created in reversed(missing):
+            created.mkdir()
+    except OSError as error:
+        remove_empty(missing)
+        raise LRRError(f"{missing[0]}: cannot create the folder ({_reason(error)})") from None
+    return list(reversed(missing))
+
+
+def remove_empty(folders: Iterable[Path]) -> None:
+    """Remove the given folders, deepest first, where they are empty."""
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        with suppress(OSError):
+            folder.rmdir()
 
 
 @contextmanager
 def atomic_path(path: str | Path, protect: Iterable[str | Path] = ()):
-    """Yield a temporary path in the target folder; on success it replaces ``path``."""
+    """Yield a temporary path in the target folder; on success it replaces ``path``.
+
+    Missing folders are created only now, when there is something to put in them, and
+    removed again if the write fails. OS errors become one-line ``LRRError``s."""
     path = check_output(path, protect)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise LRRError(f"{folder}: output folder does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=folder)
-    os.close(fd)
+    created = make_folder(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=path.parent or ".")
+        os.close(fd)
+    except OSError as error:
+        remove_empty(created)
+        raise LRRError(f"{path}: cannot write ({_reason(error)})") from None
     try:
         yield Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs follow the umask
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        remove_empty(created)
+        raise LRRError(f"{path}: cannot write ({_reason(error)})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        remove_empty(created)
         raise
 
 
 def write_image(path: str | Path, image: torch.Tensor, *, protect: Iterable[str | Path] = ()) -> Path:
     """Write ``(C, H, W)`` in ``[0, 1]`` as 8-bit; the format follows the suffix."""
-    path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise LRRError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg, .bmp or .tif")
+    path = check_output(path, protect, image=True)
+    fmt = Image.registered_extensions()[path.suffix.lower()]
     array = _quantize(image)
     with atomic_path(path, protect) as tmp:
         try:
@@ -265,6 +327,26 @@ def read_video_chunks(
         yield torch.stack(chunk), fps
     if count == 0:
         raise LRRError(f"{path}: no frames to process (start={start}, frames in file may be fewer)")
+
+
+def video_frame_count(path: str | Path) -> int | None:
+    """Frames in a video (from its metadata) or image files in a folder; None when unknown."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    import imageio.v2 as imageio
+
+    try:
+        reader = imageio.get_reader(path, format="ffmpeg" if path.suffix.lower() != ".gif" else None)
+        meta = reader.get_meta_data()
+        reader.close()
+    except Exception:  # the real read reports unreadable files
+        return None
+    frames = meta.get("nframes")
+    if isinstance(frames, (int, float)) and 0 < frames < float("inf"):
+        return int(frames)
+    duration, fps = meta.get("duration"), meta.get("fps")
+    return round(duration * fps) if duration and fps else None
 
 
 def video_geometry(

@@ -16,7 +16,8 @@ low-rank prior, and reports through one :class:`Progress` callback and one
   prior's prox.
 
 Each stops early when its stop rule fires (``converged`` in the result) and raises
-``LRRError`` with a hint as soon as the iterate becomes NaN/Inf.
+``LRRError`` with a hint as soon as it diverges: a NaN/Inf, a loss that grows a hundred
+fold, or an estimate that leaves its data range far behind.
 """
 
 from __future__ import annotations
@@ -36,13 +37,16 @@ from lrrtool.priors import LowRankPrior
 
 @dataclass(frozen=True)
 class Progress:
-    """What a progress callback receives: step ``iteration`` of at most ``total``, and the
-    solver's stop metric (``metric`` names it: ``loss``, ``change`` or ``residual``)."""
+    """What a progress callback receives: step ``iteration`` of at most ``total`` of the
+    task's ``phase`` (``start``, ``solve``), and the solver's stop metric (``metric``
+    names it: ``loss``, ``change`` or ``residual``). When a stop rule ends a run early,
+    a last report has ``total == iteration``."""
 
     iteration: int
     total: int
     metric: str
     value: float
+    phase: str = "solve"
 
 
 @dataclass
@@ -65,11 +69,17 @@ Callback = Callable[[Progress], None]
 
 #: Solver names as the command line offers them (``robust-pca`` is ``threshold`` for separation).
 SOLVERS = ("threshold", "adam")
+#: The largest Adam step size accepted, in the units of the parameters (pixels in [0, 1]).
+MAX_LR = 1.0
+#: A loss this many times its starting value means divergence.
+LOSS_GROWTH = 100.0
+#: "Settled": the RMS change of an estimate in [0, 1] units below a quarter grey level.
+SETTLED = 1 / (4 * 255)
 
 
 def check_learning_rate(lr: float) -> None:
-    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise LRRError(f"lr must be a finite number > 0, got {lr!r}", parameter="lr")
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and 0 < lr <= MAX_LR):
+        raise LRRError(f"lr must be in (0, {MAX_LR:g}], got {lr!r}", parameter="lr")
 
 
 def minimize(
@@ -83,6 +93,7 @@ def minimize(
     check_every: int = 10,
     before_step: Callable[[int], None] | None = None,
     after_step: Callable[[], None] | None = None,
+    bounds: tuple[float, float] | None = None,
     callback: Callback | None = None,
 ) -> SolveResult:
     """Minimise ``objective()`` over ``params`` with Adam.
@@ -98,6 +109,7 @@ def minimize(
             only host synchronisations of the loop).
         before_step: called with the step index (0-based) before each objective.
         after_step: called (under ``no_grad``) after each Adam step, e.g. a projection.
+        bounds: ``(low, high)``: the parameters leaving that range at a check is divergence.
         callback: receives a :class:`Progress` at every check.
     """
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
@@ -112,12 +124,15 @@ def minimize(
     previous = math.inf
     converged = False
     iteration = 0
+    initial = math.nan
     for iteration in range(1, iters + 1):
         optimizer.param_groups[0]["lr"] = _cosine(lr, iteration - 1, iters, final_lr_fraction)
         if before_step is not None:
             before_step(iteration - 1)
         optimizer.zero_grad(set_to_none=True)
         loss = objective()
+        if iteration == 1:
+            initial = float(loss.detach())
         loss.backward()
         optimizer.step()
         if after_step is not None:
@@ -126,17 +141,18 @@ def minimize(
         if iteration % check_every and iteration != iters:
             continue
         loss_value = float(loss.detach())
-        _check_finite(loss_value, params, iteration, lr)
+        _check_diverged(loss_value, initial, params, bounds, iteration, lr)
         history.append((iteration, loss_value))
         if callback is not None:
             callback(Progress(iteration, iters, "loss", loss_value))
         if tol > 0 and math.isfinite(previous) and abs(previous - loss_value) <= tol * abs(previous):
             converged = True
+            _finish(callback, iteration, "loss", loss_value)
             break
         previous = loss_value
     with torch.no_grad():
         loss_value = float(objective().detach())
-    _check_finite(loss_value, params, iteration, lr)
+    _check_diverged(loss_value, initial, params, bounds, iteration, lr)
     return SolveResult(iteration, "loss", loss_value, converged, time.perf_counter() - start, history)
 
 
@@ -150,6 +166,7 @@ def adam(
     iters: int = 300,
     lr: float = 0.01,
     tol: float = 1e-6,
+    bounds: tuple[float, float] | None = None,
     callback: Callback | None = None,
 ) -> tuple[Tensor, SolveResult]:
     """Minimise ``objective(x)`` from ``x0`` with Adam (see :func:`minimize`).
@@ -157,7 +174,8 @@ def adam(
     ``forward``: after every step ``x`` is projected onto its constraint (inpainting: the
     observed pixels), so only the free entries move; Adam is elementwise, so this equals
     optimising the free entries alone. ``prior``: its lift is re-fitted on ``x`` every
-    ``refresh_every`` steps (None: once, at the start). Returns ``(x, result)``.
+    ``refresh_every`` steps (None: once, at the start). ``bounds``: ``x`` leaving that
+    range is divergence (images in [0, 1]: ``(-1, 2)``). Returns ``(x, result)``.
     """
     x = x0.detach().clone().requires_grad_(True)
     every = refresh_every or iters + 1
@@ -177,6 +195,7 @@ def adam(
         tol=tol,
         before_step=before_step,
         after_step=None if forward is None else project,
+        bounds=bounds,
         callback=callback,
     )
     return x.detach(), result
@@ -196,7 +215,8 @@ def proximal_gradient(
     step: float = 1.0,
     refresh_every: int | None = None,
     refine: int = 0,
-    tol: float = 0.0,
+    tol: float = SETTLED,
+    min_iters: int = 1,
     callback: Callback | None = None,
 ) -> tuple[Tensor, SolveResult]:
     r"""The fixed-point iteration
@@ -208,8 +228,11 @@ def proximal_gradient(
     :math:`(\tau_k, \beta_k)` = ``schedule(k, y_k)``. The prior's lift is re-fitted on
     :math:`y_k` every ``refresh_every`` steps (None: at the first step only).
 
-    Stop rule: the RMS change :math:`\|x_{k+1} - x_k\|/\sqrt{N}` (the ``change`` metric,
-    pixel units) falls to ``tol`` or below (0: run every step). Returns ``(x, result)``.
+    Stop rule: after at least ``min_iters`` steps, the RMS change
+    :math:`\|x_{k+1} - x_k\|/\sqrt{N}` (the ``change`` metric, pixel units) falls to
+    ``tol`` or below. A schedule that must run to its end passes ``min_iters = iters``:
+    ``converged`` then says whether the estimate had settled by the last step (moved
+    less than ``tol``, by default a quarter grey level). Returns ``(x, result)``.
     """
     began = time.perf_counter()
     every = refresh_every or iters + 1
@@ -225,8 +248,9 @@ def proximal_gradient(
         change = float((updated - x).square().mean().sqrt())
         x = updated
         _record(history, callback, Progress(k, iters, "change", change), "lower lam or try another reg")
-        if change <= tol:
-            converged = True
+        converged = change <= tol
+        if converged and k >= min_iters:
+            _finish(callback, k, "change", change)
             break
     return x, SolveResult(k, "change", change, converged, time.perf_counter() - began, history)
 
@@ -272,6 +296,7 @@ def robust_pca(
         residual = float(torch.linalg.vector_norm(Z) / norm_v)
         _record(history, callback, Progress(k, iters, "residual", residual), "try solver adam or another reg")
         if residual <= tol:
+            _finish(callback, k, "residual", residual)
             break
     return L, SolveResult(k, "residual", residual, residual <= tol, time.perf_counter() - began, history)
 
@@ -285,6 +310,12 @@ def _record(history: list[tuple[int, float]], callback: Callback | None, step: P
         callback(step)
 
 
+def _finish(callback: Callback | None, step: int, metric: str, value: float) -> None:
+    """A stop rule ended the run at ``step``: the last report says the run is complete."""
+    if callback is not None:
+        callback(Progress(step, step, metric, value))
+
+
 def _gram(M: Tensor) -> Tensor:
     return M.mT @ M if M.shape[-2] >= M.shape[-1] else M @ M.mT
 
@@ -296,12 +327,24 @@ def _cosine(lr: float, step: int, total: int, final_fraction: float) -> float:
     return lr * (final_fraction + (1 - final_fraction) * cosine)
 
 
-def _check_finite(loss: float, params: list[Tensor], iteration: int, lr: float) -> None:
-    bad_param = not all(bool(torch.isfinite(p).all()) for p in params)
-    if math.isfinite(loss) and not bad_param:
-        return
-    what = "a parameter" if math.isfinite(loss) else f"the loss ({loss})"
-    raise LRRError(
-        f"the optimisation diverged at iteration {iteration}: {what} became NaN/Inf; "
-        f"lower the learning rate (now {lr:g}) or the regularisation weight"
-    )
+def _check_diverged(
+    loss: float, initial: float, params: list[Tensor], bounds: tuple[float, float] | None, iteration: int, lr: float
+) -> None:
+    """Raise with a hint when the loss or a parameter is NaN/Inf, the loss grew
+    ``LOSS_GROWTH`` fold, or a parameter left ``bounds``."""
+    what = None
+    if not math.isfinite(loss):
+        what = f"the loss became {loss}"
+    elif not all(bool(torch.isfinite(p).all()) for p in params):
+        what = "a parameter became NaN/Inf"
+    elif math.isfinite(initial) and loss > LOSS_GROWTH * abs(initial) + torch.finfo(torch.float32).tiny:
+        what = f"the loss grew from {initial:.3g} to {loss:.3g}"
+    elif bounds is not None:
+        low, high = min(float(p.detach().min()) for p in params), max(float(p.detach().max()) for p in params)
+        if low < bounds[0] or high > bounds[1]:
+            what = f"the estimate left its range (values from {low:.3g} to {high:.3g})"
+    if what is not None:
+        raise LRRError(
+            f"the optimisation diverged at iteration {iteration}: {what}; "
+            f"lower the learning rate (now {lr:g}) or the regularisation weight"
+        )

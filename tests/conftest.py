@@ -1,6 +1,10 @@
 import pytest
 import torch
 
+# One CPU thread, like the CLI's default: OpenMP threads that spin-wait collapse when
+# another process is busy (the suite took 52 s alone, 11-15 minutes beside a busy process).
+torch.set_num_threads(1)
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

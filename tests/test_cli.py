@@ -119,8 +119,9 @@ def test_inpaint_glob_with_output_dir_and_drop(small):
         (["photo.png", "--mask", "mask.png", "-o", "photo.png"], "refusing to overwrite an input"),
         (["photo.png", "--mask", "mask.png", "--reg", "frobenius"], "frobenius"),
         (["photo.png", "--mask", "mask.png", "--lam", "-1"], "--lam must be >= 0"),
+        (["photo.png", "--mask", "mask.png", "--solver", "adam", "--lr", "1e30"], "--lr must be in (0, 1]"),
         (
-            ["photo.png", "--mask", "mask.png", "--solver", "adam", "--lr", "1e30", "--iters", "30"],
+            ["photo.png", "--mask", "mask.png", "--solver", "adam", "--lr", "1", "--iters", "30"],
             "lower the learning rate",
         ),
         (["photo.png", "--mask", "mask.png", "--lr", "0.1"], "--lr does not apply to solver threshold"),

@@ -30,7 +30,7 @@ VALUES = {
     "--start": "biharmonic",
     "--width": "3",
     "--factors": "3",
-    "--p-block": "0.5",
+    "--p-block": "1.5",
     "--patch": "4",
     "--group": "8",
 }

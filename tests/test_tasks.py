@@ -134,7 +134,7 @@ def test_choose_start_takes_low_rank_for_a_facade_and_biharmonic_otherwise():
     assert details == {"start": "biharmonic"}
     torch.testing.assert_close(start, biharmonic_fill(facade.masked_fill(drops, 0), drops))
     _, result = inpaint(facade.float().masked_fill(fill, 0), fill, InpaintSettings(start="biharmonic"))
-    assert result.details == {"start": "biharmonic"}
+    assert result.details["start"] == "biharmonic" and set(result.details["phase_seconds"]) == {"start", "refine"}
 
 
 @pytest.mark.parametrize("solver", ["threshold", "adam"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lrrtool.errors import LRRError
-from lrrtool.media import atomic_path, existing_file
+from lrrtool.media import atomic_path, check_output, existing_file
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,14 @@ def read_pairs(path: str | Path) -> RatingColumns:
     if not users:
         raise LRRError(f"{path}: no user,item pairs after the header")
     return RatingColumns(users, items, None)
+
+
+def check_predictions_path(path: str | Path, protect=()) -> Path:
+    """Refuse, before any work, a predictions path that is not ``.csv`` or cannot be written."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        raise LRRError(f"{path}: predictions are written as CSV; give a .csv name, not {path.suffix or 'none'!r}")
+    return check_output(path, protect)
 
 
 def write_predictions(

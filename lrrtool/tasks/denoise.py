@@ -119,6 +119,7 @@ def denoise(
             noisy,
             _remaining_noise_schedule(forward, prior, s),
             iters=s.iters,
+            min_iters=s.iters,
             step=s.feedback * sigma**2,
             refresh_every=s.regroup_every,
             refine=s.refine,
@@ -129,7 +130,7 @@ def denoise(
         weight = s.lam * sigma * (s.patch**2 * noisy.shape[0]) ** 0.5 / sigma**2
         clean, result = adam(
             lambda x: forward.value(x) + weight * prior.value(x), noisy, prior=prior, iters=s.iters, lr=s.lr,
-            callback=callback,
+            bounds=(-1.0, 2.0), callback=callback,
         )  # fmt: skip
     return clean.clamp(0, 1), result
 

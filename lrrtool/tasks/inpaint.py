@@ -28,6 +28,7 @@ A task is a start, a forward model, a prior, a solver and a schedule:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -37,7 +38,7 @@ from torch import Tensor
 from lrrtool.errors import LRRError
 from lrrtool.forward import Inpainting
 from lrrtool.priors import ChannelMatrices, LowRankPrior, PatchGroupLift, noise_threshold
-from lrrtool.solvers import SOLVERS, Callback, SolveResult, adam, proximal_gradient
+from lrrtool.solvers import SOLVERS, Callback, Progress, SolveResult, adam, proximal_gradient
 from lrrtool.tasks.settings import TaskSettings
 from lrrtool.tasks.starts import START_RANKS, biharmonic_fill, choose_start, laplacian_energy
 
@@ -209,10 +210,16 @@ def inpaint(
     if s.method == "dlrl":
         out, result = _dlrl(forward, s, callback)
         return forward.project(out.clamp(0, 1)), result
+    began = time.perf_counter()
+    if callback is not None:
+        callback(Progress(0, 1, "", math.nan, phase="start"))
     if s.start == "auto":
         start, details = choose_start(forward.observed, fill, ranks=s.start_ranks, margin_db=s.start_margin)
     else:
         start, details = biharmonic_fill(forward.observed, fill), {"start": "biharmonic"}
+    start_seconds = time.perf_counter() - began
+    if callback is not None:
+        callback(Progress(1, 1, "", math.nan, phase="start"))
     if s.model == "global":
         lift = ChannelMatrices()
     else:
@@ -227,6 +234,7 @@ def inpaint(
             start,
             _falling_noise(s, prior),
             iters=s.iters,
+            min_iters=s.iters,
             refresh_every=s.regroup_every,
             callback=callback,
         )
@@ -238,9 +246,10 @@ def inpaint(
 
         out, result = adam(
             objective, start, forward=forward, prior=prior, refresh_every=s.regroup_every, iters=s.iters, lr=s.lr,
-            callback=callback,
+            bounds=(-1.0, 2.0), callback=callback,
         )  # fmt: skip
     result.details.update(details)
+    result.details["phase_seconds"] = {"start": round(start_seconds, 3), "refine": round(result.seconds, 3)}
     return forward.project(out.clamp(0, 1)), result
 
 

@@ -108,7 +108,7 @@ def separate(
     T = frames.shape[0]
     stack = frames if memory is None else torch.cat([frames, memory.to(frames)])
     if stack.shape[0] < 2:
-        stack = torch.cat([stack, stack])
+        raise LRRError("one frame cannot be separated: a background needs at least 2 frames")
     forward = SparseNoise(stack)
     prior = LowRankPrior(s.regularizer(), FramesAsColumns())
     D, columns = prior.lift.matrix_shape(stack)
@@ -120,7 +120,7 @@ def separate(
         start = stack.median(dim=0, keepdim=True).values.expand_as(stack)
         X, result = adam(
             lambda x: forward.value(x) / (D * columns) + lam * prior.value(x), start, iters=s.iters, lr=s.lr,
-            callback=callback,
+            bounds=(-1.0, 2.0), callback=callback,
         )  # fmt: skip
     with torch.no_grad():
         bg = X[:T].clamp(0, 1)

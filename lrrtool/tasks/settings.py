@@ -10,7 +10,6 @@ carry the parameter's name (``LRRError.parameter``) and start with it
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
@@ -18,6 +17,7 @@ import torch
 
 from lrrtool.core import ESTIMATORS, PENALTIES, LowRankRegularizer, parse_reg
 from lrrtool.errors import LRRError
+from lrrtool.solvers import check_learning_rate
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,8 @@ class TaskSettings:
             value = s.get(name)
             if value is not None and not value >= 0:
                 raise LRRError(f"{name} must be >= 0, got {value}", parameter=name)
-        lr = s.get("lr")
-        if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise LRRError(f"lr must be a finite number > 0, got {lr!r}", parameter="lr")
+        if s.get("lr") is not None:
+            check_learning_rate(s["lr"])
         estimator = s.get("estimator")
         if estimator is not None and estimator not in ESTIMATORS:
             raise LRRError(
