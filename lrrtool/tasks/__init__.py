@@ -1,4 +1,6 @@
-"""Tasks: turn an image or video into an objective for the core solver, and back.
+"""Tasks: each restoration task is a start, a forward model (:mod:`lrrtool.forward`), a
+low-rank prior (:mod:`lrrtool.priors`), a solver (:mod:`lrrtool.solvers`) and a
+schedule, with one frozen settings dataclass (:mod:`lrrtool.tasks.settings`).
 
 Pure torch, like the core: no file or terminal I/O.
 """
