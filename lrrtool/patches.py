@@ -43,21 +43,24 @@ def group_indices(
     direction that stay inside the image (the reference itself first). ``select`` (bool
     ``(H, W)``) keeps only references whose patch touches a True pixel.
 
-    Exact search, one offset at a time: the distance of every patch to its shifted copy is
-    a box sum of the squared difference image, so the cost is ``O(offsets * H * W)``
-    independent of the patch size, and memory ``O(G * (K + chunk))`` with ``chunk``
-    offsets merged into a running top-K at once.
+    Exact search, ``chunk`` offsets at a time: the distance of a reference patch to its
+    shifted copy is a box mean of the squared difference image, summed only at the
+    reference grid (``avg_pool2d`` with the grid's stride), so the cost is
+    ``O(offsets * H * W)`` for the differences plus ``O(offsets * G * patch^2)`` for the
+    windows, and a running top-K keeps memory at ``O(G * (K + chunk))`` beyond the batch.
     """
     H, W = image.shape[-2:]
     ny, nx = H - patch + 1, W - patch + 1
     if ny < 1 or nx < 1:
         return torch.zeros((0, group), dtype=torch.long, device=image.device)
-    ry, rx = torch.meshgrid(_grid(ny, stride), _grid(nx, stride), indexing="ij")
+    y_grid, x_grid = _grid(ny, stride), _grid(nx, stride)
+    ry, rx = torch.meshgrid(y_grid, x_grid, indexing="ij")
     ry, rx = ry.reshape(-1).to(image.device), rx.reshape(-1).to(image.device)
+    cell = torch.arange(ry.numel(), device=image.device)  # position of each reference in the grid
     if select is not None:
         touched = F.max_pool2d(select[None, None].float(), patch, stride=1).reshape(ny, nx) > 0
         keep = touched[ry, rx]
-        ry, rx = ry[keep], rx[keep]
+        ry, rx, cell = ry[keep], rx[keep], cell[keep]
     steps = range(-window, window + 1, search_step)
     offsets = [(dy, dx) for dy in steps for dx in steps]
     if (0, 0) not in offsets:
@@ -65,26 +68,42 @@ def group_indices(
     k = min(group, len(offsets))
     padded = F.pad(image, (window, window, window, window))
     reference = ry * nx + rx
+    extra = (len(y_grid) > len(range(0, ny, stride)), len(x_grid) > len(range(0, nx, stride)))
     best_distance = torch.full((ry.numel(), 0), float("inf"), dtype=image.dtype, device=image.device)
     best_index = torch.zeros((ry.numel(), 0), dtype=torch.long, device=image.device)
     for start in range(0, len(offsets), chunk):
-        distances, indices = [], []
-        for dy, dx in offsets[start : start + chunk]:
-            shifted = padded[..., window + dy : window + dy + H, window + dx : window + dx + W]
-            box = F.avg_pool2d((image - shifted).square().sum(0)[None, None], patch, stride=1)[0, 0]
-            cy, cx = ry + dy, rx + dx
-            inside = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx)
-            distance = box[ry, rx].masked_fill(~inside, float("inf"))
-            if dy == 0 and dx == 0:
-                distance = torch.full_like(distance, -1.0)  # the reference first
-            distances.append(distance)
-            indices.append(torch.where(inside, cy * nx + cx, reference))
-        best_distance = torch.cat([best_distance, torch.stack(distances, 1)], 1)
-        best_index = torch.cat([best_index, torch.stack(indices, 1)], 1)
+        batch = offsets[start : start + chunk]
+        shifted = torch.stack(
+            [padded[..., window + dy : window + dy + H, window + dx : window + dx + W] for dy, dx in batch]
+        )
+        boxes = _grid_box_means((image - shifted).square().sum(1, keepdim=True), patch, stride, extra)
+        distance = boxes.reshape(len(batch), -1)[:, cell].mT  # (R, n)
+        shift = torch.tensor(batch, device=image.device)
+        cy, cx = ry[:, None] + shift[:, 0], rx[:, None] + shift[:, 1]
+        inside = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx)
+        distance = distance.masked_fill(~inside, float("inf"))
+        distance = distance.masked_fill((shift == 0).all(1), -1.0)  # the reference first
+        best_distance = torch.cat([best_distance, distance], 1)
+        best_index = torch.cat([best_index, torch.where(inside, cy * nx + cx, reference[:, None])], 1)
         if best_distance.shape[1] > k:
             best_distance, order = best_distance.topk(k, dim=1, largest=False)
             best_index = best_index.gather(1, order)
     return best_index
+
+
+def _grid_box_means(squared: Tensor, patch: int, stride: int, extra: tuple[bool, bool]) -> Tensor:
+    """Means of ``patch x patch`` windows of ``squared`` ``(n, 1, H, W)`` at the positions of
+    :func:`_grid` (every ``stride``-th, plus the last one when ``extra`` says so in that
+    direction): ``(n, rows, cols)``. Only the windows read are summed."""
+    out = F.avg_pool2d(squared, patch, stride)
+    if extra[1]:  # the last column of windows
+        out = torch.cat([out, F.avg_pool2d(squared[..., -patch:], patch, (stride, 1))], 3)
+    if extra[0]:  # the last row of windows
+        row = F.avg_pool2d(squared[..., -patch:, :], patch, (1, stride))
+        if extra[1]:
+            row = torch.cat([row, F.avg_pool2d(squared[..., -patch:, -patch:], patch)], 3)
+        out = torch.cat([out, row], 2)
+    return out[:, 0]
 
 
 class PatchGroups:
