@@ -43,7 +43,7 @@ def group_indices(
     direction that stay inside the image (the reference itself first). ``select`` (bool
     ``(H, W)``) keeps only references whose patch touches a True pixel.
 
-    Exact search, ``chunk`` offsets at a time: the distance of a reference patch to its
+    Exact search, a few offsets at a time: the distance of a reference patch to its
     shifted copy is a box mean of the squared difference image, summed only at the
     reference grid (``avg_pool2d`` with the grid's stride), so the cost is
     ``O(offsets * H * W)`` for the differences plus ``O(offsets * G * patch^2)`` for the
@@ -71,20 +71,26 @@ def group_indices(
     extra = (len(y_grid) > len(range(0, ny, stride)), len(x_grid) > len(range(0, nx, stride)))
     best_distance = torch.full((ry.numel(), 0), float("inf"), dtype=image.dtype, device=image.device)
     best_index = torch.zeros((ry.numel(), 0), dtype=torch.long, device=image.device)
+    # Differences of `pooled` offsets at a time (a stack of about 32 MB at most); the
+    # running top-K merges every `chunk` offsets.
+    pooled = int(max(1, min(8, 2**25 // (image.numel() * image.element_size()))))
     for start in range(0, len(offsets), chunk):
-        batch = offsets[start : start + chunk]
-        shifted = torch.stack(
-            [padded[..., window + dy : window + dy + H, window + dx : window + dx + W] for dy, dx in batch]
-        )
-        boxes = _grid_box_means((image - shifted).square().sum(1, keepdim=True), patch, stride, extra)
-        distance = boxes.reshape(len(batch), -1)[:, cell].mT  # (R, n)
-        shift = torch.tensor(batch, device=image.device)
-        cy, cx = ry[:, None] + shift[:, 0], rx[:, None] + shift[:, 1]
-        inside = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx)
-        distance = distance.masked_fill(~inside, float("inf"))
-        distance = distance.masked_fill((shift == 0).all(1), -1.0)  # the reference first
-        best_distance = torch.cat([best_distance, distance], 1)
-        best_index = torch.cat([best_index, torch.where(inside, cy * nx + cx, reference[:, None])], 1)
+        distances, indices = [], []
+        for first in range(start, min(start + chunk, len(offsets)), pooled):
+            batch = offsets[first : min(first + pooled, start + chunk)]
+            shifted = torch.stack(
+                [padded[..., window + dy : window + dy + H, window + dx : window + dx + W] for dy, dx in batch]
+            )
+            boxes = _grid_box_means((image - shifted).square().sum(1, keepdim=True), patch, stride, extra)
+            distance = boxes.reshape(len(batch), -1)[:, cell].mT  # (R, n)
+            shift = torch.tensor(batch, device=image.device)
+            cy, cx = ry[:, None] + shift[:, 0], rx[:, None] + shift[:, 1]
+            inside = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx)
+            distance = distance.masked_fill(~inside, float("inf"))
+            distances.append(distance.masked_fill((shift == 0).all(1), -1.0))  # the reference first
+            indices.append(torch.where(inside, cy * nx + cx, reference[:, None]))
+        best_distance = torch.cat([best_distance, *distances], 1)
+        best_index = torch.cat([best_index, *indices], 1)
         if best_distance.shape[1] > k:
             best_distance, order = best_distance.topk(k, dim=1, largest=False)
             best_index = best_index.gather(1, order)
