@@ -120,10 +120,9 @@ def given(**options) -> dict[str, object]:
     return {k: v.value if isinstance(v, Enum) else v for k, v in options.items() if v is not None}
 
 
-def set_threads(threads: int) -> int:
-    """Use ``threads`` CPU threads (0: every core); returns the number in use."""
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads (0: every core)."""
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    return torch.get_num_threads()
 
 
 def torch_device(name: str) -> torch.device:
@@ -236,21 +235,24 @@ def write_report(path: Path | None, report: dict, protect: list[Path]) -> None:
 
     results = report.get("results")
     if results is not None and any(entry.get("skipped") for entry in results):
-        known = {}
-        if path.is_file():
-            try:
-                known = {e.get("input"): e for e in json.loads(path.read_text()).get("results", [])}
-            except (OSError, ValueError, AttributeError):
-                known = {}
+        known = _report_entries(path)
+        if path.exists() and all(e.get("skipped") and e["input"] not in known for e in results):
+            console.print(f"{path}: kept (every input was skipped)")
+            return
         results = [
             {**known[e["input"]], "skipped": True} if e.get("skipped") and e["input"] in known else e for e in results
         ]
-        if all(entry.get("skipped") and len(entry) <= 3 for entry in results) and path.exists():
-            console.print(f"{path}: kept (every input was skipped)")
-            return
         report = {**report, "results": results}
     with atomic_path(path, protect) as tmp:
         tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+def _report_entries(path: Path) -> dict[str, dict]:
+    """The entries of an earlier report at ``path``, by input (none when unreadable)."""
+    try:
+        return {e.get("input"): e for e in json.loads(path.read_text()).get("results", [])}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def skipped(path: Path, target: Path, overwrite: bool) -> dict | None:

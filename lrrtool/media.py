@@ -42,12 +42,11 @@ def existing_file(path: str | Path, kind: str) -> Path:
     return path
 
 
-def _open(path: Path, *, load: bool = True) -> Image.Image:
+def _open(path: Path) -> Image.Image:
     path = existing_file(path, "an image file")
     try:
         image = Image.open(path)
-        if load:
-            image.load()
+        image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise LRRError(f"{path}: not a readable image ({_summary(error)})") from None
     return image
@@ -79,13 +78,6 @@ def read_image(path: str | Path) -> torch.Tensor:
     if image.mode == "LA":
         return _to_tensor(np.asarray(image)[:, :, 0])
     return _to_tensor(np.asarray(image.convert("RGB")))
-
-
-def image_shape(path: str | Path) -> tuple[int, int, int]:
-    """``(C, H, W)`` that :func:`read_image` would return, read from the header only."""
-    image = _open(Path(path), load=False)
-    grey = image.mode in ("L", "1", "LA", "I;16", "I;16B", "I;16L", "I")
-    return (1 if grey else 3), image.size[1], image.size[0]
 
 
 def read_mask(
@@ -160,13 +152,21 @@ def _reason(error: OSError) -> str:
     return error.strerror or error.__class__.__name__
 
 
+def _missing_folders(folder: Path) -> tuple[list[Path], Path]:
+    """The folders from ``folder`` up that do not exist yet (deepest first), and the
+    nearest one that does."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing, folder
+
+
 def writable_folder(folder: str | Path) -> Path:
     """Refuse, before any work, a folder that cannot be created or written: its nearest
     existing ancestor must be a folder this process may write to."""
-    folder = Path(folder) if str(folder) else Path(".")
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    folder = Path(folder)
+    existing = _missing_folders(folder)[1]
     if not existing.is_dir():
         raise LRRError(f"{folder}: cannot create it, {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -192,11 +192,7 @@ def check_output(path: str | Path, protect: Iterable[str | Path] = (), *, image:
 def make_folder(folder: str | Path) -> list[Path]:
     """Create ``folder`` and its missing parents; returns the folders created (deepest
     last), for :func:`remove_empty` after a failure."""
-    folder = Path(folder) if str(folder) else Path(".")
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
+    missing = _missing_folders(Path(folder))[0]
     try:
         for created in reversed(missing):
             created.mkdir()
@@ -222,7 +218,7 @@ def atomic_path(path: str | Path, protect: Iterable[str | Path] = ()):
     path = check_output(path, protect)
     created = make_folder(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=path.parent or ".")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=path.parent)
         os.close(fd)
     except OSError as error:
         remove_empty(created)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from lrrtool.core.matfun import gram, small_side
 from lrrtool.errors import LRRError
 from lrrtool.forward import ForwardModel, SparseNoise, soft_threshold
 from lrrtool.priors import LowRankPrior
@@ -73,6 +74,8 @@ SOLVERS = ("threshold", "adam")
 MAX_LR = 1.0
 #: A loss this many times its starting value means divergence.
 LOSS_GROWTH = 100.0
+#: Adam's divergence bounds for images and videos in [0, 1]: far outside the data range.
+PIXEL_BOUNDS = (-1.0, 2.0)
 #: "Settled": the RMS change of an estimate in [0, 1] units below a quarter grey level.
 SETTLED = 1 / (4 * 255)
 
@@ -275,7 +278,7 @@ def robust_pca(
     """
     began = time.perf_counter()
     V = forward.observed
-    spectral = torch.linalg.eigvalsh(_gram(prior.lift.matrices(V)))[..., -1].max().clamp_min(0).sqrt()
+    spectral = torch.linalg.eigvalsh(gram(small_side(prior.lift.matrices(V))[0]))[..., -1].max().clamp_min(0).sqrt()
     if not float(spectral) > 0:
         raise LRRError("the video is blank (all frames zero): nothing to separate")
     norm_v = torch.linalg.vector_norm(V)
@@ -314,10 +317,6 @@ def _finish(callback: Callback | None, step: int, metric: str, value: float) -> 
     """A stop rule ended the run at ``step``: the last report says the run is complete."""
     if callback is not None:
         callback(Progress(step, step, metric, value))
-
-
-def _gram(M: Tensor) -> Tensor:
-    return M.mT @ M if M.shape[-2] >= M.shape[-1] else M @ M.mT
 
 
 def _cosine(lr: float, step: int, total: int, final_fraction: float) -> float:

@@ -33,7 +33,7 @@ from lrrtool.errors import LRRError
 from lrrtool.forward import GaussianNoise
 from lrrtool.patches import PatchGroups, all_patches
 from lrrtool.priors import LowRankPrior, PatchGroupLift, noise_threshold
-from lrrtool.solvers import Callback, SolveResult, adam, proximal_gradient
+from lrrtool.solvers import PIXEL_BOUNDS, Callback, SolveResult, adam, proximal_gradient
 from lrrtool.tasks.settings import TaskSettings
 
 
@@ -130,7 +130,7 @@ def denoise(
         weight = s.lam * sigma * (s.patch**2 * noisy.shape[0]) ** 0.5 / sigma**2
         clean, result = adam(
             lambda x: forward.value(x) + weight * prior.value(x), noisy, prior=prior, iters=s.iters, lr=s.lr,
-            bounds=(-1.0, 2.0), callback=callback,
+            bounds=PIXEL_BOUNDS, callback=callback,
         )  # fmt: skip
     return clean.clamp(0, 1), result
 

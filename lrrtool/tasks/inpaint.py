@@ -38,7 +38,7 @@ from torch import Tensor
 from lrrtool.errors import LRRError
 from lrrtool.forward import Inpainting
 from lrrtool.priors import ChannelMatrices, LowRankPrior, PatchGroupLift, noise_threshold
-from lrrtool.solvers import SOLVERS, Callback, Progress, SolveResult, adam, proximal_gradient
+from lrrtool.solvers import PIXEL_BOUNDS, SOLVERS, Callback, Progress, SolveResult, adam, proximal_gradient
 from lrrtool.tasks.settings import TaskSettings
 from lrrtool.tasks.starts import START_RANKS, biharmonic_fill, choose_start, laplacian_energy
 
@@ -246,7 +246,7 @@ def inpaint(
 
         out, result = adam(
             objective, start, forward=forward, prior=prior, refresh_every=s.regroup_every, iters=s.iters, lr=s.lr,
-            bounds=(-1.0, 2.0), callback=callback,
+            bounds=PIXEL_BOUNDS, callback=callback,
         )  # fmt: skip
     result.details.update(details)
     result.details["phase_seconds"] = {"start": round(start_seconds, 3), "refine": round(result.seconds, 3)}

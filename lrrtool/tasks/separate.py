@@ -37,7 +37,7 @@ from torch import Tensor
 from lrrtool.errors import LRRError
 from lrrtool.forward import SparseNoise
 from lrrtool.priors import FramesAsColumns, LowRankPrior
-from lrrtool.solvers import Callback, SolveResult, adam, robust_pca
+from lrrtool.solvers import PIXEL_BOUNDS, Callback, SolveResult, adam, robust_pca
 from lrrtool.tasks.settings import TaskSettings
 
 #: Copies of the ``D x T`` chunk each solver holds at once (for chunk sizing).
@@ -120,7 +120,7 @@ def separate(
         start = stack.median(dim=0, keepdim=True).values.expand_as(stack)
         X, result = adam(
             lambda x: forward.value(x) / (D * columns) + lam * prior.value(x), start, iters=s.iters, lr=s.lr,
-            bounds=(-1.0, 2.0), callback=callback,
+            bounds=PIXEL_BOUNDS, callback=callback,
         )  # fmt: skip
     with torch.no_grad():
         bg = X[:T].clamp(0, 1)
