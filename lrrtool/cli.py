@@ -39,6 +39,7 @@ from lrrtool.solvers import SOLVERS
 from lrrtool.solvers import Callback as SolverCallback
 from lrrtool.solvers import Progress as SolverProgress
 from lrrtool.tasks.inpaint import INPAINT_METHODS, MODELS, STARTS
+from lrrtool.tasks.settings import PRESETS
 
 app = typer.Typer(
     name="lrrtool",
@@ -69,6 +70,7 @@ ModelName = choices("ModelName", MODELS)
 StartName = choices("StartName", STARTS)
 InpaintMethod = choices("InpaintMethod", INPAINT_METHODS)
 CompletionMethod = choices("CompletionMethod", COMPLETION_METHODS)
+PresetName = choices("PresetName", PRESETS)
 DeviceName = choices("DeviceName", ("auto", "cpu", "cuda"))
 DTypeName = choices("DTypeName", ("float32", "float64"))
 
@@ -96,6 +98,10 @@ EstOpt = Annotated[
 SolverOpt = Annotated[
     SolverName | None,
     typer.Option("--solver", help="threshold: exact spectral shrinkage (default); adam: the paper's route."),
+]
+PresetOpt = Annotated[
+    PresetName,
+    typer.Option("--preset", help="Speed/quality trade-off of the threshold solver (README: presets)."),
 ]
 DeviceOpt = Annotated[DeviceName, typer.Option("--device", help="auto: cuda when available.")]
 DTypeOpt = Annotated[DTypeName, typer.Option("--dtype", help="Precision of the solve.")]
@@ -360,6 +366,7 @@ def inpaint(
         ),
     ] = InpaintMethod.lrr,
     solver: SolverOpt = None,
+    preset: PresetOpt = PresetName.default,
     model: Annotated[
         ModelName | None,
         typer.Option(
@@ -416,6 +423,7 @@ def inpaint(
         settings = InpaintSettings(
             method=method.value,
             seed=seed,
+            preset=preset.value,
             **given(solver=solver, model=model, start=start, width=width, factors=factors, p_block=p_block),
             **given(reg=reg, lam=lam, gamma=gamma, p=p, iters=iters, lr=lr, estimator=estimator),
         )
@@ -584,6 +592,7 @@ def denoise(
         int | None, typer.Option("--group", metavar="N", help="Patches per group (default 48 grey, 64 colour).")
     ] = None,
     solver: SolverOpt = None,
+    preset: PresetOpt = PresetName.default,
     reg: RegOpt = None,
     lam: LamOpt = None,
     gamma: GammaOpt = None,
@@ -615,6 +624,7 @@ def denoise(
         set_threads(threads)
         settings = DenoiseSettings(
             seed=seed,
+            preset=preset.value,
             **given(solver=solver, patch=patch, group=group),
             **given(reg=reg, lam=lam, gamma=gamma, p=p, iters=iters, lr=lr, estimator=estimator),
         )

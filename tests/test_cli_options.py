@@ -33,26 +33,37 @@ VALUES = {
     "--p-block": "1.5",
     "--patch": "4",
     "--group": "8",
+    "--preset": "fast",
 }
 COMMON = ["--reg", "--lam", "--gamma", "--p", "--iters", "--lr", "--estimator"]
 
 #: (command, the choice, its base arguments with few steps, options to try)
 CASES = [
-    ("inpaint", "threshold", ["--solver", "threshold", "--iters", "2"], [*COMMON, "--model", "--start", "--width"]),
+    (
+        "inpaint",
+        "threshold",
+        ["--solver", "threshold", "--iters", "2"],
+        [*COMMON, "--model", "--start", "--width", "--preset"],
+    ),
     (
         "inpaint",
         "adam",
         ["--solver", "adam", "--iters", "4", "--reg", "nuclear"],
-        [*COMMON, "--model", "--start", "--factors"],
+        [*COMMON, "--model", "--start", "--factors", "--preset"],
     ),
     (
         "inpaint",
         "dlrl",
         ["--method", "dlrl", "--iters", "3"],
-        [*COMMON, "--width", "--factors", "--p-block", "--start"],
+        [*COMMON, "--width", "--factors", "--p-block", "--start", "--preset"],
     ),
-    ("denoise", "threshold", ["--solver", "threshold", "--iters", "2"], [*COMMON, "--patch", "--group"]),
-    ("denoise", "adam", ["--solver", "adam", "--iters", "4", "--reg", "nuclear"], [*COMMON, "--patch", "--group"]),
+    ("denoise", "threshold", ["--solver", "threshold", "--iters", "2"], [*COMMON, "--patch", "--group", "--preset"]),
+    (
+        "denoise",
+        "adam",
+        ["--solver", "adam", "--iters", "4", "--reg", "nuclear"],
+        [*COMMON, "--patch", "--group", "--preset"],
+    ),
     ("separate", "threshold", ["--solver", "threshold", "--iters", "4"], COMMON),
     ("separate", "adam", ["--solver", "adam", "--iters", "6"], COMMON),
     *[

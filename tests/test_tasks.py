@@ -9,7 +9,14 @@ from lrrtool.solvers import minimize
 from lrrtool.tasks.denoise import DenoiseSettings, denoise
 from lrrtool.tasks.inpaint import InpaintSettings, inpaint
 from lrrtool.tasks.separate import SeparateSettings, foreground_mask, separate
-from lrrtool.tasks.starts import biharmonic_fill, choose_start, laplacian_energy, low_rank_fills, push_pull_fill
+from lrrtool.tasks.starts import (
+    biharmonic_fill,
+    choose_start,
+    laplacian_energy,
+    low_rank_fills,
+    push_pull_fill,
+    wide_hole,
+)
 
 
 def test_low_rank_matrix_recovered_from_half_its_entries():
@@ -133,6 +140,11 @@ def test_choose_start_takes_low_rank_for_a_facade_and_biharmonic_otherwise():
     start, details = choose_start(facade.masked_fill(drops, 0), drops)
     assert details == {"start": "biharmonic"}
     torch.testing.assert_close(start, biharmonic_fill(facade.masked_fill(drops, 0), drops))
+    lines = torch.zeros(96, 96, dtype=torch.bool)  # thin lines with one wide spot (4 % of the missing pixels)
+    lines[::12] = lines[:, ::12] = True
+    lines[40:49, 40:49] = True
+    assert 0 < int(wide_hole(lines, 4).sum()) < 0.1 * int(lines.sum())
+    assert choose_start(facade.masked_fill(lines, 0), lines)[1] == {"start": "biharmonic"}
     _, result = inpaint(facade.float().masked_fill(fill, 0), fill, InpaintSettings(start="biharmonic"))
     assert result.details["start"] == "biharmonic" and set(result.details["phase_seconds"]) == {"start", "refine"}
 
@@ -206,6 +218,24 @@ def test_inpaint_settings_resolve_per_solver_defaults_and_refuse_bad_values():
         assert str(error.value).startswith(error.value.parameter or "start_margin")
 
 
+@pytest.mark.parametrize("settings_type", [DenoiseSettings, InpaintSettings])
+def test_presets_overlay_the_solver_defaults_and_give_way_to_explicit_settings(settings_type):
+    default, fast, best = (settings_type(preset=p).resolved() for p in ("default", "fast", "best"))
+    assert fast.iters < default.iters and fast.stride > default.stride
+    assert best.stride < default.stride or best.iters > default.iters
+    assert settings_type(preset="fast", iters=3).resolved().iters == 3  # the user's value wins
+    assert settings_type(preset="fast", stride=2).resolved().stride == 2
+    for bad, message in (
+        ({"preset": "slow"}, "preset must be one of fast, default, best"),
+        ({"preset": "fast", "solver": "adam"}, "preset fast does not apply to solver adam"),
+    ):
+        with pytest.raises(LRRError, match=message) as error:
+            settings_type(**bad)
+        assert error.value.parameter == "preset"
+    assert DenoiseSettings(preset="fast").for_image(3).group == 40  # a preset's group beats the image default
+    assert DenoiseSettings().for_image(3).group == 64 and DenoiseSettings().for_image(1).patch == 6
+
+
 def test_foreground_mask_grows_from_strong_seeds_only():
     g = torch.Generator().manual_seed(0)
     residual = 0.01 * torch.randn(1, 1, 40, 40, generator=g)
@@ -215,3 +245,13 @@ def test_foreground_mask_grows_from_strong_seeds_only():
     mask = foreground_mask(residual)[0]
     assert mask[10:20, 10:20].all() and not mask[30:33, 30:33].any()
     assert mask.sum() < 100 + 15  # a few noise pixels at most
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 9), (1, 2, 2), (2, 1, 5)])
+def test_laplacian_adjoint_in_closed_form_matches_autograd(shape):
+    from lrrtool.tasks.starts import _laplacian, _laplacian_adjoint
+
+    y = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    (expected,) = torch.autograd.grad((_laplacian(x) * y).sum(), x)
+    torch.testing.assert_close(_laplacian_adjoint(y), expected, rtol=0, atol=1e-12)

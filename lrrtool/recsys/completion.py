@@ -100,8 +100,8 @@ _LRR_DEFAULTS: dict[str, object] = {
     "reg": "nuclear",
     "estimator": "auto",
     "lam": 10.0,
-    "iters": 400,
-    "lr": 0.02,
+    "iters": 250,  # 400 steps at lr 0.02 gave the same blend RMSE (bench/complete.py) in 1.6x the time
+    "lr": 0.03,
     "width": 20,
 }
 
@@ -271,7 +271,10 @@ def _factored(
     rows, cols, values = entries.rows, entries.cols, entries.values
 
     def objective() -> Tensor:
-        predicted = biases.mean + row_bias[rows] + col_bias[cols] + (U[rows] * V[cols]).sum(-1)
+        # index_select: its backward is one index_add (measured 2x faster than indexing's).
+        pick_u, pick_v = U.index_select(0, rows), V.index_select(0, cols)
+        predicted = biases.mean + row_bias.index_select(0, rows) + col_bias.index_select(0, cols)
+        predicted = predicted + (pick_u * pick_v).sum(-1)
         data = 0.5 * (predicted - values).square().sum()
         bias_term = 0.5 * s.bias_reg * (row_bias.square().sum() + col_bias.square().sum())
         if reg is None:

@@ -36,20 +36,24 @@ from lrrtool.priors import LowRankPrior, PatchGroupLift, noise_threshold
 from lrrtool.solvers import PIXEL_BOUNDS, Callback, SolveResult, adam, proximal_gradient
 from lrrtool.tasks.settings import TaskSettings
 
+#: Patch side and group size by image kind when neither the user nor the preset sets
+#: them: ``D = C p^2`` = 36 (grey) and 75 (colour); measured best (``bench/denoise.py``).
+IMAGE_DEFAULTS = {"grey": {"patch": 6, "group": 48}, "colour": {"patch": 5, "group": 64}}
+
 
 @dataclass(frozen=True)
 class DenoiseSettings(TaskSettings):
-    """Settings of :func:`denoise`. Settings left as None take the solver's default;
-    ``patch`` None is 6 for grey and 5 for colour images (``D = C p^2`` = 36 and 75) and
-    ``group`` None is 48 for grey and 64 for colour, the measured best
-    (``bench/denoise.py``). ``feedback`` :math:`\\delta`, ``rescale`` :math:`\\rho`,
-    ``refine`` and ``regroup_every`` belong to ``threshold``; ``lr`` and ``estimator`` to ``adam``."""
+    """Settings of :func:`denoise`. Settings left as None take the solver's default and
+    the preset's changes; ``patch`` and ``group`` then come from :data:`IMAGE_DEFAULTS`
+    (grey or colour). ``feedback`` :math:`\\delta`, ``rescale`` :math:`\\rho`, ``refine``
+    and ``regroup_every`` belong to ``threshold``; ``lr`` and ``estimator`` to ``adam``.
+    ``stride`` is the step of the reference-patch grid, ``window`` the search radius."""
 
     solver: str | None = None
     patch: int | None = None
     group: int | None = None
-    stride: int = 4
-    window: int = 15
+    stride: int | None = None
+    window: int | None = None
     search_step: int = 1
     regroup_every: int | None = None
     feedback: float | None = None
@@ -57,8 +61,10 @@ class DenoiseSettings(TaskSettings):
     refine: int | None = None
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
+    _lift: ClassVar[dict[str, object]] = {"stride": 4, "window": 15}
     defaults: ClassVar[dict[str, dict[str, object]]] = {
         "threshold": {
+            **_lift,
             "solver": "threshold",
             "reg": "lnn",
             "lam": 2.8,
@@ -68,7 +74,16 @@ class DenoiseSettings(TaskSettings):
             "rescale": 0.52,
             "refine": 0,
         },
-        "adam": {"solver": "adam", "reg": "lnn", "lam": 1.0, "iters": 150, "lr": 0.01, "estimator": "auto"},
+        "adam": {**_lift, "solver": "adam", "reg": "lnn", "lam": 1.0, "iters": 150, "lr": 0.01, "estimator": "auto"},
+    }
+    # Measured on 256x256 crops of the bench images (sigma 15/25/50, grey/colour), against
+    # the default: fast 3-7x quicker at -0.15 to -0.85 dB (fewer steps need a larger
+    # rescale), best 1.7x slower at +0.02 to +0.04 dB (grey). bench/denoise.py --presets.
+    presets: ClassVar[dict[str, dict[str, dict[str, object]]]] = {
+        "threshold": {
+            "fast": {"iters": 6, "rescale": 0.65, "stride": 6, "group": 40},
+            "best": {"stride": 3},
+        }
     }
     applies_to: ClassVar[dict[str, tuple[str, ...]]] = {
         **dict.fromkeys(("regroup_every", "feedback", "rescale", "refine"), ("threshold",)),
@@ -79,10 +94,9 @@ class DenoiseSettings(TaskSettings):
 
     def for_image(self, channels: int) -> DenoiseSettings:
         """Resolved settings, with the patch and group sizes of a grey or colour image."""
-        grey = channels == 1
-        patch = self.patch if self.patch is not None else 6 if grey else 5
-        group = self.group if self.group is not None else 48 if grey else 64
-        return replace(self, patch=patch, group=group).resolved()
+        s = self.resolved()
+        kind = IMAGE_DEFAULTS["grey" if channels == 1 else "colour"]
+        return replace(s, patch=s.patch or kind["patch"], group=s.group or kind["group"])
 
 
 def estimate_sigma(image: Tensor) -> float:

@@ -2,8 +2,10 @@
 made, with defaults that depend on one choice (the solver or the method).
 
 A setting left as None takes the chosen solver's (or method's) default
-(``defaults``). A setting that applies to some choices only (``applies_to``) must stay
-None under the others: setting it is refused by name, never silently ignored. Errors
+(``defaults``), as the ``preset`` (``fast``, ``default``, ``best``; x264's idea: one
+word for a measured point of the speed/quality trade-off) changes it (``presets``). A
+setting that applies to some choices only (``applies_to``) must stay None under the
+others: setting it is refused by name, never silently ignored. Errors
 carry the parameter's name (``LRRError.parameter``) and start with it
 (``lam must be >= 0, got -1``), so the CLI can print the flag instead.
 """
@@ -19,12 +21,16 @@ from lrrtool.core import ESTIMATORS, PENALTIES, LowRankRegularizer, parse_reg
 from lrrtool.errors import LRRError
 from lrrtool.solvers import check_learning_rate
 
+#: Speed/quality presets: ``default`` is the measured knee, ``fast`` and ``best`` the
+#: ends each task's bench measures (``bench/denoise.py --presets``, ``bench/inpaint.py --presets``).
+PRESETS = ("fast", "default", "best")
+
 
 @dataclass(frozen=True)
 class TaskSettings:
     """``reg`` (penalty, optionally series-prefixed), its ``gamma``, ``p``, ``degree`` and
     ``estimator``; the weight ``lam``; ``iters`` and ``lr`` of the solver; ``seed`` of
-    every random choice."""
+    every random choice; ``preset``, one of :data:`PRESETS`."""
 
     reg: str | None = None
     gamma: float | None = None
@@ -35,11 +41,15 @@ class TaskSettings:
     iters: int | None = None
     lr: float | None = None
     seed: int = 0
+    preset: str = "default"
 
     #: The field whose value picks the defaults ("solver" or "method").
     choice_field: ClassVar[str] = "solver"
     #: ``{choice: {setting: default}}``; the first choice is the default one.
     defaults: ClassVar[dict[str, dict[str, object]]] = {}
+    #: ``{choice: {preset: {setting: value}}}``: what ``fast``/``best`` change in the
+    #: choice's defaults (``default`` changes nothing). A choice absent here has no presets.
+    presets: ClassVar[dict[str, dict[str, dict[str, object]]]] = {}
     #: ``{setting: choices it applies to}``; settings not listed apply to every choice.
     applies_to: ClassVar[dict[str, tuple[str, ...]]] = {}
     #: Settings that must be integers >= 1, and numbers that must be >= 0.
@@ -61,6 +71,14 @@ class TaskSettings:
                 f"{self.choice_field} must be one of {', '.join(self.defaults)}, got {choice!r}",
                 parameter=self.choice_field,
             )
+        if self.preset not in PRESETS:
+            raise LRRError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}", parameter="preset")
+        if self.preset != "default" and self.preset not in self.presets.get(choice, {}):
+            offered = ", ".join(self.describe(c) for c in self.presets) or "nothing"
+            raise LRRError(
+                f"preset {self.preset} does not apply to {self.describe(choice)} (only to {offered})",
+                parameter="preset",
+            )
         for name, choices in self.applies_to.items():
             if getattr(self, name) is not None and choice not in choices:
                 applies = ", ".join(self.describe(c) for c in choices)
@@ -73,9 +91,11 @@ class TaskSettings:
         return f"{cls.choice_field} {choice}"
 
     def resolved_values(self) -> dict[str, object]:
-        """Every setting, with the None ones that apply filled in from the choice's defaults."""
+        """Every setting, with the None ones that apply filled in from the choice's defaults
+        and the preset."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name, default in self.defaults[self.choice].items():
+        preset = self.presets.get(self.choice, {}).get(self.preset, {})
+        for name, default in {**self.defaults[self.choice], **preset}.items():
             if values[name] is None:
                 values[name] = default
         return values
