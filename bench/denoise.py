@@ -1,6 +1,7 @@
 """Denoising quality and time: lrrtool against BM3D, NL-means and TV, in one run.
 
-Run: ``python bench/denoise.py [--sigmas 15,25,50] [--images camera,...] [--crop N] [--device cpu|cuda]``.
+Run: ``python bench/denoise.py [--sigmas 15,25,50] [--images camera,...] [--crop N] [--device cpu|cuda]
+[--presets] [--threads N]``.
 
 - Images: scikit-image's bundled photos (Set12/BSD68 are not available offline):
   grey ``camera``, ``moon``, ``coins``; colour ``astronaut``, ``coffee``, ``chelsea``.
@@ -12,8 +13,13 @@ Run: ``python bench/denoise.py [--sigmas 15,25,50] [--images camera,...] [--crop
   (patch 5, distance 6, ``h = 0.8 sigma``, as scikit-image's example); TV
   (``denoise_tv_chambolle``) with the weight that is best on average for that sigma
   over a grid (an oracle choice, which favours TV).
+- ``--presets``: also lrrtool's ``fast`` and ``best`` presets (``lrrtool:fast``,
+  ``lrrtool:best``), each a column of its own.
 - Always: the time of the default settings on a 512x512 grey image, sigma 25.
-- Prints the PSNR table (mean per sigma and grey/colour, and per image) and seconds.
+- Prints the PSNR table (mean per sigma and grey/colour, and per image), the seconds per
+  image in the same layout, and each lrrtool preset against BM3D (PSNR margin, time
+  ratio): issue #15's goal is a ratio <= 1.0 at a margin >= +0.2 dB in every row.
+- ``--threads N`` (default 2) sets torch's threads; BM3D's library uses every core.
 """
 
 from __future__ import annotations
@@ -57,8 +63,8 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).float()
 
 
-def run_lrrtool(noisy: np.ndarray, sigma: float, device: str) -> np.ndarray:
-    out, _ = denoise(to_tensor(noisy).to(device), sigma / 255, DenoiseSettings())
+def run_lrrtool(noisy: np.ndarray, sigma: float, device: str, preset: str = "default") -> np.ndarray:
+    out, _ = denoise(to_tensor(noisy).to(device), sigma / 255, DenoiseSettings(preset=preset))
     out = out.cpu().numpy()
     return out[0] if noisy.ndim == 2 else out.transpose(1, 2, 0)
 
@@ -90,14 +96,20 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--methods", default="lrrtool,bm3d,nlm,tv")
+    parser.add_argument("--presets", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     sigmas = [float(s) for s in args.sigmas.split(",")]
     names = args.images.split(",")
     methods = args.methods.split(",")
+    if args.presets:
+        methods[1:1] = ["lrrtool:fast", "lrrtool:best"]
     print(f"# bench/denoise.py, device {args.device}, torch threads {torch.get_num_threads()}, crop {args.crop}")
 
     table: dict[tuple[float, str, str], float] = {}
     seconds: dict[str, list[float]] = {m: [] for m in methods}
+    times: dict[tuple[float, str, str], float] = {}
     for sigma in sigmas:
         for index, name in enumerate(names):
             clean = load(name, args.crop)
@@ -105,8 +117,8 @@ def main() -> None:
             line = f"sigma {sigma:>4.0f} {name:10s} noisy {score(noisy, clean):6.2f}"
             for method in methods:
                 start = time.perf_counter()
-                if method == "lrrtool":
-                    out = run_lrrtool(noisy, sigma, args.device)
+                if method.startswith("lrrtool"):
+                    out = run_lrrtool(noisy, sigma, args.device, method.partition(":")[2] or "default")
                 elif method == "bm3d":
                     out = run_bm3d(noisy, sigma)
                 elif method == "nlm":
@@ -115,6 +127,7 @@ def main() -> None:
                     out = None
                 if out is not None:
                     seconds[method].append(time.perf_counter() - start)
+                    times[(sigma, name, method)] = seconds[method][-1]
                     table[(sigma, name, method)] = score(out, clean)
                     line += f"  {method} {table[(sigma, name, method)]:6.2f}"
                 else:  # TV: every weight of the grid, the best on average is chosen below
@@ -131,18 +144,39 @@ def main() -> None:
             print(f"TV weight for sigma {sigma:.0f}: {best} (best mean over the grid {TV_WEIGHTS})")
         columns.append("tv")
 
+    rows = [
+        (sigma, label, [n for n in names if n in group])
+        for sigma in sigmas
+        for label, group in (("grey", GREY), ("colour", COLOUR))
+        if any(n in group for n in names)
+    ]
     print("\n## Mean PSNR (dB)\n")
     print("| sigma | images | " + " | ".join(columns) + " |")
     print("|---|---|" + "---|" * len(columns))
-    for sigma in sigmas:
-        for label, group in (("grey", GREY), ("colour", COLOUR)):
-            chosen = [n for n in names if n in group]
-            if not chosen:
-                continue
-            means = [np.mean([table[(sigma, n, m)] for n in chosen]) for m in columns]
-            best = max(means)
-            cells = [f"**{v:.2f}**" if v == best else f"{v:.2f}" for v in means]
-            print(f"| {sigma:.0f} | {label} ({', '.join(chosen)}) | " + " | ".join(cells) + " |")
+    for sigma, label, chosen in rows:
+        means = [np.mean([table[(sigma, n, m)] for n in chosen]) for m in columns]
+        best = max(means)
+        cells = [f"**{v:.2f}**" if v == best else f"{v:.2f}" for v in means]
+        print(f"| {sigma:.0f} | {label} ({', '.join(chosen)}) | " + " | ".join(cells) + " |")
+    timed = [m for m in columns if m != "tv"]
+    print("\n## Mean seconds per image\n")
+    print("| sigma | images | " + " | ".join(timed) + " |")
+    print("|---|---|" + "---|" * len(timed))
+    for sigma, label, chosen in rows:
+        cells = [f"{np.mean([times[(sigma, n, m)] for n in chosen]):.1f}" for m in timed]
+        print(f"| {sigma:.0f} | {label} | " + " | ".join(cells) + " |")
+    ours = [m for m in columns if m.startswith("lrrtool")]
+    if "bm3d" in columns and ours:
+        print("\n## lrrtool against BM3D: PSNR margin (dB) / time ratio (goal: >= +0.20 at <= 1.0)\n")
+        print("| sigma | images | " + " | ".join(ours) + " |")
+        print("|---|---|" + "---|" * len(ours))
+        for sigma, label, chosen in rows:
+            cells = []
+            for m in ours:
+                margin = np.mean([table[(sigma, n, m)] - table[(sigma, n, "bm3d")] for n in chosen])
+                ratio = sum(times[(sigma, n, m)] for n in chosen) / sum(times[(sigma, n, "bm3d")] for n in chosen)
+                cells.append(f"{margin:+.2f} / {ratio:.2f}")
+            print(f"| {sigma:.0f} | {label} | " + " | ".join(cells) + " |")
     print("\n## Per image\n")
     print("| sigma | image | " + " | ".join(columns) + " |")
     print("|---|---|" + "---|" * len(columns))

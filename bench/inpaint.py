@@ -1,6 +1,7 @@
 """Inpainting quality and time: lrrtool against biharmonic and OpenCV, in one run.
 
-Run: ``python bench/inpaint.py [--device cpu|cuda] [--images 1-9] [--variants] [--photos]``.
+Run: ``python bench/inpaint.py [--device cpu|cuda] [--images 1-9] [--variants] [--photos] [--presets]
+[--threads N]``.
 
 - TNNR benchmark (``../shared/data/tnnr-benchmark``, images 1-9, 300x300 RGB): random
   20 % / 50 % drop (seeded per image), the ``square``, ``square_small`` and ``text`` masks.
@@ -9,6 +10,11 @@ Run: ``python bench/inpaint.py [--device cpu|cuda] [--images 1-9] [--variants] [
 - ``--photos``: scikit-image's bundled photos with random 30 % / 60 % drop, the text
   mask resized, and seeded scribbles; missing-pixel PSNR.
 - ``--variants``: also other ``--reg`` choices, the Adam solver and the global model.
+- ``--presets``: also lrrtool's ``fast`` and ``best`` presets; with ``--photos`` a table
+  of each preset against the better of biharmonic and OpenCV NS (missing-pixel PSNR
+  margin) and biharmonic's time (ratio): issue #15's goal is a ratio <= 5 at a margin of
+  >= +0.5 dB on drops and >= +0.2 dB on scribbles.
+- ``--threads N`` (default 2): torch's CPU threads.
 - ``--dlrl``: instead of the above, ``--method dlrl`` (the DLRL paper's network) on 40 %
   random drop and the text mask, with the default and biharmonic, next to the DLRL
   paper's Table II row (missing-pixel PSNR, on its own six images: 23.68-29.79 dB).
@@ -117,6 +123,19 @@ def print_table(title: str, table: dict, paper: bool) -> None:
             print(line)
 
 
+def goal_table(table: dict) -> None:
+    """Each lrrtool row against the better of biharmonic and OpenCV NS (missing-pixel PSNR)
+    and against biharmonic's time."""
+    ours = [name for name in next(iter(table.values())) if name.startswith("lrrtool")]
+    print("\n## lrrtool against the best peer: missing-PSNR margin (dB) / time ratio to biharmonic\n")
+    print("| case | " + " | ".join(ours) + " |")
+    print("|---|" + "---|" * len(ours))
+    for case, rows in table.items():
+        peer = max(rows["skimage biharmonic"][1], rows["cv2 NS"][1])
+        cells = [f"{rows[m][1] - peer:+.2f} / {rows[m][2] / rows['skimage biharmonic'][2]:.0f}" for m in ours]
+        print(f"| {case} | " + " | ".join(cells) + " |")
+
+
 def tnnr_cases(images: list[int]) -> dict:
     loaded = [read_image(TNNR / "images" / f"{i}.jpg") for i in images]
     cases: dict = {
@@ -202,16 +221,20 @@ def main() -> None:
     parser.add_argument("--photos", action="store_true")
     parser.add_argument("--figure", action="store_true")
     parser.add_argument("--dlrl", action="store_true")
+    parser.add_argument("--presets", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.figure:
         figure(args.device)
         return
     if args.dlrl:
         dlrl_table(args.device, parse_images(args.images))
         return
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
-
     methods: dict[str, Method] = {"lrrtool (default)": lrrtool_method(args.device)}
+    if args.presets:
+        methods["lrrtool --preset fast"] = lrrtool_method(args.device, preset="fast")
+        methods["lrrtool --preset best"] = lrrtool_method(args.device, preset="best")
     if args.variants:
         methods["lrrtool --reg nuclear"] = lrrtool_method(args.device, reg="nuclear")
         methods["lrrtool --reg laplace g=0.2"] = lrrtool_method(args.device, reg="laplace", gamma=0.2)
@@ -231,21 +254,24 @@ def main() -> None:
     else:
         print(f"({TNNR} not found: TNNR table skipped)")
     if args.photos:
-        print_table("scikit-image photos (512x512 crops)", evaluate(methods, photo_cases()), paper=False)
+        photos = evaluate(methods, photo_cases())
+        print_table("scikit-image photos (512x512 crops)", photos, paper=False)
+        goal_table(photos)
 
     photo = torch.from_numpy(data.astronaut().transpose(2, 0, 1).astype(np.float32) / 255)
     block = torch.zeros(photo.shape[1:], dtype=torch.bool)
     block[192:320, 192:320] = True  # a 128 px hole: the start's held-out test runs
-    run = lrrtool_method(args.device)
-    run(photo[:, :64, :64], random_fill((64, 64), 0.5, 0))  # warm-up
+    lrrtool_method(args.device)(photo[:, :64, :64], random_fill((64, 64), 0.5, 0))  # warm-up
     print()
-    for label, fill in (("50 % drop", random_fill(photo.shape[1:], 0.5, 0)), ("128x128 block", block)):
-        start = time.perf_counter()
-        run(photo.masked_fill(fill, 0), fill)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        print(f"speed: 512x512 RGB, {label}, default settings: {seconds:.1f} s on {args.device}")
+    for preset in ("fast", "default", "best") if args.presets else ("default",):
+        run = lrrtool_method(args.device, preset=preset)
+        for label, fill in (("50 % drop", random_fill(photo.shape[1:], 0.5, 0)), ("128x128 block", block)):
+            start = time.perf_counter()
+            run(photo.masked_fill(fill, 0), fill)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            print(f"speed: 512x512 RGB, {label}, preset {preset}: {seconds:.1f} s on {args.device}")
 
 
 if __name__ == "__main__":
