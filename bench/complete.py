@@ -1,6 +1,6 @@
 """Rating completion: RMSE, MAE and time of every ``lrrtool complete`` method, in one run.
 
-Run: ``python bench/complete.py [--seeds 0,1,2] [--methods blend,lrr,...] [--scale]``.
+Run: ``python bench/complete.py [--seeds 0,1,2] [--methods blend,lrr,...] [--scale] [--device cpu|cuda]``.
 
 - MovieLens-100K from ``../shared/data/ml-100k/ratings.dat`` (read there, never copied:
   its licence forbids redistribution); a seeded random 80/20 split per seed, exactly the
@@ -38,23 +38,30 @@ def load_ml100k() -> Entries:
     return RatingMatrix(users, items, ratings).entries
 
 
-def run(train: Entries, test: Entries, method: str) -> tuple[float, float, float]:
+def on(entries: Entries, device: str) -> Entries:
+    return Entries(entries.rows.to(device), entries.cols.to(device), entries.values.to(device), entries.shape)
+
+
+def run(train: Entries, test: Entries, method: str, device: str = "cpu") -> tuple[float, float, float]:
+    train, test = on(train, device), on(test, device)
     start = time.perf_counter()
     model, _ = complete(train, CompletionSettings(method=method))
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     low, high = float(train.values.min()), float(train.values.max())
     errors = rating_errors(model.predict(test.rows, test.cols).clamp(low, high), test.values)
     return errors["rmse"], errors["mae"], seconds
 
 
-def movielens(seeds: list[int], methods: list[str]) -> None:
+def movielens(seeds: list[int], methods: list[str], device: str) -> None:
     entries = load_ml100k()
     print(f"MovieLens-100K: {entries.shape[0]} users x {entries.shape[1]} items, {len(entries)} ratings")
     results: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
     for seed in seeds:
         train, test = entries.split(0.2, torch.Generator().manual_seed(seed))
         for method in methods:
-            rmse, mae, seconds = run(train, test, method)
+            rmse, mae, seconds = run(train, test, method, device)
             results[method].append((rmse, mae, seconds))
             print(f"  seed {seed} {method:8s} RMSE {rmse:.4f}  MAE {mae:.4f}  {seconds:5.1f} s", flush=True)
     print(f"\n## MovieLens-100K, random 80/20, seeds {seeds} (mean; per-seed RMSE in brackets)\n")
@@ -113,10 +120,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--scale", action="store_true")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(f"# bench/complete.py, torch threads {torch.get_num_threads()}")
+    print(f"# bench/complete.py, device {args.device}, torch threads {torch.get_num_threads()}")
     if ML100K.exists():
-        movielens([int(s) for s in args.seeds.split(",")], args.methods.split(","))
+        movielens([int(s) for s in args.seeds.split(",")], args.methods.split(","), args.device)
     else:
         print(f"({ML100K} not found: MovieLens table skipped)")
     if args.scale:

@@ -1,6 +1,6 @@
 """Video separation: lrrtool against inexact-ALM robust PCA (pyrpca), in one run.
 
-Run: ``python bench/separate.py [--frames 200] [--skip-pyrpca] [--memory]``.
+Run: ``python bench/separate.py [--frames 200] [--skip-pyrpca] [--memory] [--device cpu|cuda]``.
 
 1. Real clip ``../shared/data/videos/vtest.avi``, first ``--frames`` frames at
    ``--scale 0.25`` (192x144), grey and colour: end-to-end seconds of
@@ -43,10 +43,13 @@ ROOT = Path(__file__).resolve().parents[1]
 VTEST = ROOT.parent / "shared" / "data" / "videos" / "vtest.avi"
 
 
+DEVICE = "cpu"  # --device
+
+
 def run_separate(video: Path, folder: Path, **options: object) -> float:
     """Seconds of one end-to-end :func:`lrrtool.app.separate_video` run with default settings."""
     start = time.perf_counter()
-    separate_video(video, folder, SeparateSettings(), **options)
+    separate_video(video, folder, SeparateSettings(), device=options.pop("device", DEVICE), **options)
     return time.perf_counter() - start
 
 
@@ -81,7 +84,8 @@ def real_clip(frames_wanted: int, skip_pyrpca: bool) -> None:
         frames = next(read_video_chunks(VTEST, chunk_frames=frames_wanted, max_frames=frames_wanted, scale=0.25))[0]
         grey_frames = frames.mean(dim=1, keepdim=True)
         start = time.perf_counter()
-        ours, _, ours_mask, _ = separate(grey_frames)
+        ours, _, ours_mask, _ = separate(grey_frames.to(DEVICE))
+        ours, ours_mask = ours.cpu(), ours_mask.cpu()
         seconds = time.perf_counter() - start
         print(f"| lrrtool solve alone (grey) | {seconds:.1f} | `separate()` on the decoded frames |")
         theirs = None
@@ -126,7 +130,8 @@ def planted(skip_pyrpca: bool) -> None:
     print("| method | F-measure | background PSNR (dB) | seconds |")
     print("|---|---|---|---|")
     start = time.perf_counter()
-    bg, _, mask, _ = separate(frames)
+    bg, _, mask, _ = separate(frames.to(DEVICE))
+    bg, mask = bg.cpu(), mask.cpu()
     seconds = time.perf_counter() - start
     score = f_measure(mask, truth)
     print(f"| lrrtool (default, its own mask rule) | {score:.4f} | {psnr(bg, clean):.2f} | {seconds:.1f} |")
@@ -158,7 +163,7 @@ def memory(frames: int) -> None:
                 frame[400:520, (t * 25) % 1800 : (t * 25) % 1800 + 120] = 255
                 writer.append_data(frame)
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            seconds = pool.apply(run_separate, (clip, Path(tmp) / "out"))
+            seconds = pool.apply(run_separate, (clip, Path(tmp) / "out"), {"device": DEVICE})
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     print(f"\n## Memory: {frames} frames of 1920x1080 RGB, default --memory-gib 2\n")
     print(f"peak resident memory of `separate_video` (child process): {peak:.2f} GiB, {seconds:.0f} s")
@@ -170,8 +175,11 @@ def main() -> None:
     parser.add_argument("--skip-pyrpca", action="store_true")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--memory-frames", type=int, default=60)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(f"# bench/separate.py, torch threads {torch.get_num_threads()}")
+    global DEVICE
+    DEVICE = args.device
+    print(f"# bench/separate.py, device {DEVICE}, torch threads {torch.get_num_threads()}")
     if VTEST.exists():
         real_clip(args.frames, args.skip_pyrpca)
     else:
