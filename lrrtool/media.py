@@ -260,6 +260,22 @@ def _frame_tensor(frame: np.ndarray, size: tuple[int, int] | None, grey: bool) -
     return _to_tensor(np.asarray(image))
 
 
+def _folder_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """One image of a frame folder as uint8 ``(H, W, 3)``. 16-bit grey is scaled to 8 bits
+    (PIL's own conversion clips it at 255); a frame of another ``size`` than the first is
+    an error, never resized silently."""
+    image = _open(path)
+    if image.size != size:
+        raise LRRError(
+            f"{path}: the frame is {image.size[0]}x{image.size[1]} but the first one is {size[0]}x{size[1]}; "
+            "every frame of a folder must have one size"
+        )
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        grey = np.clip(np.round(np.asarray(image).astype(np.float64) / 257), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
+
+
 def _target_size(width: int, height: int, scale: float | None, size: tuple[int, int] | None) -> tuple[int, int]:
     if size is not None:
         return size
@@ -293,7 +309,7 @@ def read_video_chunks(
             raise LRRError(f"{path}: the folder holds no image files")
         first = _open(files[0])
         target = _target_size(*first.size, scale, size)
-        frames = (np.asarray(_open(f).convert("RGB")) for f in files)
+        frames = (_folder_frame(f, first.size) for f in files)
         fps = 25.0
     else:
         import imageio.v2 as imageio

@@ -159,3 +159,26 @@ def test_failed_runs_leave_no_folders(files):
     (files / "clip.mp4").write_bytes(b"garbage" * 50)
     result = runner.invoke(app, ["separate", str(files / "clip.mp4")])
     assert result.exit_code == 1 and not (files / "clip.separated").exists(), result.output
+
+
+def test_frame_folder_of_mixed_sizes_fails_midway_and_leaves_nothing(files):
+    frames = files / "frames"
+    Image.new("L", (16, 10), 100).save(frames / "4.png")  # the fifth frame is smaller
+    before = snapshot(files)
+    result = runner.invoke(app, ["separate", str(frames), "--chunk-frames", "2", "--iters", "3", "-q"])
+    assert result.exit_code == 1 and "4.png: the frame is 16x10 but the first one is 16x12" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and snapshot(files) == before
+    assert sorted(p.name for p in files.iterdir() if p.is_dir()) == ["frames"]  # no output folder left
+
+
+def test_sixteen_bit_grey_frames_are_scaled_not_clipped(tmp_path):
+    import numpy as np
+
+    from lrrtool.media import read_video_chunks
+
+    ramp = np.linspace(0, 65535, 12 * 16).reshape(12, 16).astype(np.uint16)
+    for t in range(3):
+        Image.fromarray(ramp).save(tmp_path / f"{t}.png")
+    chunk, _ = next(read_video_chunks(tmp_path, chunk_frames=3))
+    assert chunk.shape == (3, 3, 12, 16)
+    assert abs(float(chunk.mean()) - 0.5) < 0.01  # clipped at 255 it would be nearly all white
