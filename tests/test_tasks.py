@@ -255,3 +255,24 @@ def test_laplacian_adjoint_in_closed_form_matches_autograd(shape):
     x = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
     (expected,) = torch.autograd.grad((_laplacian(x) * y).sum(), x)
     torch.testing.assert_close(_laplacian_adjoint(y), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("corner", [(0, 0), (9, 11), (14, 17)])
+def test_biharmonic_fill_on_the_hole_window_solves_the_whole_image_system(corner):
+    """CG runs on the hole's bounding box grown by 2 px: the minimiser must be the one of
+    the whole image's biharmonic energy (dense solve), at the border and inside."""
+    from lrrtool.tasks.starts import _laplacian
+
+    H, W = 20, 24
+    g = torch.Generator().manual_seed(5)
+    image = torch.rand(1, H, W, generator=g, dtype=torch.float64)
+    fill = torch.zeros(H, W, dtype=torch.bool)
+    fill[corner[0] : corner[0] + 5, corner[1] : corner[1] + 6] = True
+    basis = torch.eye(H * W, dtype=torch.float64).reshape(H * W, 1, H, W)
+    delta = torch.stack([_laplacian(b).flatten() for b in basis], 1)  # (HW, HW): column j = Laplacian of e_j
+    A, free = delta.T @ delta, fill.flatten()
+    y = image.flatten().masked_fill(free, 0)
+    expected = y.clone()
+    expected[free] = torch.linalg.solve(A[free][:, free], -(A[free] @ y))
+    filled = biharmonic_fill(image.masked_fill(fill, 0), fill, iters=2000, tol=1e-13)
+    torch.testing.assert_close(filled.flatten(), expected, atol=1e-8, rtol=0)
