@@ -76,9 +76,9 @@ class DenoiseSettings(TaskSettings):
         },
         "adam": {**_lift, "solver": "adam", "reg": "lnn", "lam": 1.0, "iters": 150, "lr": 0.01, "estimator": "auto"},
     }
-    # Measured on 256x256 crops of the bench images (sigma 15/25/50, grey/colour), against
-    # the default: fast 3-7x quicker at -0.15 to -0.85 dB (fewer steps need a larger
-    # rescale), best 1.7x slower at +0.02 to +0.04 dB (grey). bench/denoise.py --presets.
+    # bench/denoise.py --presets, full-size images, against the default: fast 3.9-6.8x
+    # quicker at -0.11 to -1.25 dB per image (fewer steps need a larger rescale; colour
+    # loses most), best 1.7-1.9x slower at -0.03 to +0.03 dB per image.
     presets: ClassVar[dict[str, dict[str, dict[str, object]]]] = {
         "threshold": {
             "fast": {"iters": 6, "rescale": 0.65, "stride": 6, "group": 40},

@@ -21,8 +21,9 @@ from lrrtool.core import ESTIMATORS, PENALTIES, LowRankRegularizer, parse_reg
 from lrrtool.errors import LRRError
 from lrrtool.solvers import check_learning_rate
 
-#: Speed/quality presets: ``default`` is the measured knee, ``fast`` and ``best`` the
-#: ends each task's bench measures (``bench/denoise.py --presets``, ``bench/inpaint.py --presets``).
+#: Speed/quality presets: ``default`` keeps the quality the README's tables state; ``fast``
+#: and ``best`` are the two ends each task's bench measures beside it
+#: (``bench/denoise.py --presets``, ``bench/inpaint.py --photos --presets``).
 PRESETS = ("fast", "default", "best")
 
 
