@@ -46,10 +46,11 @@ VTEST = ROOT.parent / "shared" / "data" / "videos" / "vtest.avi"
 DEVICE = "cpu"  # --device
 
 
-def run_separate(video: Path, folder: Path, **options: object) -> float:
-    """Seconds of one end-to-end :func:`lrrtool.app.separate_video` run with default settings."""
+def run_separate(video: Path, folder: Path, device: str | None = None, **options: object) -> float:
+    """Seconds of one end-to-end :func:`lrrtool.app.separate_video` run with default settings
+    (``device`` None: ``--device``; a spawned child passes it, its module global is fresh)."""
     start = time.perf_counter()
-    separate_video(video, folder, SeparateSettings(), device=options.pop("device", DEVICE), **options)
+    separate_video(video, folder, SeparateSettings(), device=device or DEVICE, **options)
     return time.perf_counter() - start
 
 

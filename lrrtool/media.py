@@ -42,6 +42,10 @@ def existing_file(path: str | Path, kind: str) -> Path:
     return path
 
 
+#: PIL modes of 16-bit (and 32-bit integer) grey images.
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+
+
 def _open(path: Path) -> Image.Image:
     path = existing_file(path, "an image file")
     try:
@@ -71,7 +75,7 @@ def read_image(path: str | Path) -> torch.Tensor:
     palette and CMYK images are converted to RGB; 16-bit images keep their precision.
     """
     image = _open(Path(path))
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in SIXTEEN_BIT_MODES:
         return _to_tensor(np.asarray(image).astype(np.uint16 if image.mode != "I" else np.int32))
     if image.mode in ("L", "1"):
         return _to_tensor(np.asarray(image.convert("L")))
@@ -270,7 +274,7 @@ def _folder_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
             f"{path}: the frame is {image.size[0]}x{image.size[1]} but the first one is {size[0]}x{size[1]}; "
             "every frame of a folder must have one size"
         )
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in SIXTEEN_BIT_MODES:
         grey = np.clip(np.round(np.asarray(image).astype(np.float64) / 257), 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     return np.asarray(image.convert("RGB"))

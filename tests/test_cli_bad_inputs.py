@@ -59,26 +59,16 @@ def command(name: str, root: Path) -> list[str]:
     }[name]
 
 
+#: (case, extra arguments, expected message), the same for inpaint and denoise.
+IMAGE_CASES = [
+    ("unwritable output", ["--output-dir", "R/afile/out"], "afile is a file"),
+    ("bad suffix", ["-o", "R/out.xyz"], "unknown image format '.xyz'"),
+    ("missing reference", ["--reference", "R/nope.png"], "nope.png: no such file"),
+    ("divergence", ["--solver", "adam", "--lr", "1", "--iters", "30", "-o", "R/out.png"], "lower the learning rate"),
+]
 #: (command, case, extra arguments, expected message); "R" is the temporary folder.
 CASES = [
-    ("inpaint", "unwritable output", ["--output-dir", "R/afile/out"], "afile is a file"),
-    ("inpaint", "bad suffix", ["-o", "R/out.xyz"], "unknown image format '.xyz'"),
-    ("inpaint", "missing reference", ["--reference", "R/nope.png"], "nope.png: no such file"),
-    (
-        "inpaint",
-        "divergence",
-        ["--solver", "adam", "--lr", "1", "--iters", "30", "-o", "R/out.png"],
-        "lower the learning rate",
-    ),
-    ("denoise", "unwritable output", ["--output-dir", "R/afile/out"], "afile is a file"),
-    ("denoise", "bad suffix", ["-o", "R/out.xyz"], "unknown image format '.xyz'"),
-    ("denoise", "missing reference", ["--reference", "R/nope.png"], "nope.png: no such file"),
-    (
-        "denoise",
-        "divergence",
-        ["--solver", "adam", "--lr", "1", "--iters", "30", "-o", "R/out.png"],
-        "lower the learning rate",
-    ),
+    *[(name, *case) for name in ("inpaint", "denoise") for case in IMAGE_CASES],
     ("separate", "unwritable output", ["--output-dir", "R/afile/out"], "afile is a file"),
     ("separate", "output is a file", ["--output-dir", "R/afile"], "exists and is not a folder"),
     ("separate", "one frame", ["--max-frames", "1", "--output-dir", "R/out"], "--max-frames 1: a background needs"),

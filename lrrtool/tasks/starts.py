@@ -76,6 +76,9 @@ def biharmonic_fill(image: Tensor, fill: Tensor, *, iters: int = 500, tol: float
     ``(H, W)``; returns ``(C, H, W)``. Converged, it is the minimiser of
     ``skimage.restoration.inpaint_biharmonic`` up to its boundary handling.
     """
+    window = _hole_window(fill, margin=2)
+    if window is None:
+        return image.clone()
     free = fill.to(image.dtype)
     x = push_pull_fill(image, fill)
     if min(fill.shape) >= 32:
@@ -88,9 +91,6 @@ def biharmonic_fill(image: Tensor, fill: Tensor, *, iters: int = 500, tol: float
             up = F.interpolate(coarse[None], size=fill.shape, mode="bilinear", align_corners=False)[0]
             x = torch.where(fill, up, image)
 
-    window = _hole_window(fill, margin=2)
-    if window is None:
-        return image
     x, free = x[(slice(None), *window)], free[window]
 
     def normal(v: Tensor) -> Tensor:
