@@ -20,7 +20,7 @@ from lrrtool.metrics import psnr, ssim
 from lrrtool.solvers import Callback, SolveResult
 from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma
 from lrrtool.tasks.inpaint import InpaintSettings, inpaint
-from lrrtool.tasks.separate import SeparateSettings, chunk_frames_for, separate_chunks
+from lrrtool.tasks.separate import POOR_FIT_SPREAD, SeparateSettings, chunk_frames_for, separate_chunks
 
 #: ``progress(label)`` gives a context manager yielding a solver callback (or None).
 ProgressFactory = Callable[[str], AbstractContextManager[Callback | None]]
@@ -131,6 +131,10 @@ def denoise_file(
     return entry | reference_metrics(clean, clean_reference, observed=noisy)
 
 
+#: The videos ``separate`` writes into its folder.
+OUTPUT_VIDEOS = ("background", "foreground", "mask")
+
+
 def separate_video(
     video: Path,
     folder: Path,
@@ -144,31 +148,38 @@ def separate_video(
     chunk_frames: int | None = None,
     memory_gib: float = 2.0,
     frames: bool = False,
+    outputs: tuple[str, ...] = OUTPUT_VIDEOS,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: ProgressFactory = no_progress,
+    frames_done: Callable[[int, int | None], None] | None = None,
 ) -> dict[str, object]:
     """Separate ``video`` (a file or a folder of frames) into ``folder``/background.mp4,
-    foreground.mp4 (``|V - X|`` brightened 4x) and mask.mp4 (and PNG frames with
-    ``frames``), streamed in chunks sized to ``memory_gib``. Outputs are written
-    atomically: a failed run leaves no partial video. Returns the report."""
+    foreground.mp4 (``|V - X|`` brightened 4x) and mask.mp4 (those named in ``outputs``;
+    PNG frames too with ``frames``), streamed in chunks sized to ``memory_gib``: decode a
+    chunk, solve it (small and lifted when the frames are larger than
+    ``settings.work_pixels``), encode it. Outputs are written atomically: a failed run
+    leaves no partial video. ``frames_done(done, total)`` is called after each chunk.
+    Returns the report: frames, seconds, fps, peak memory, per-chunk entries, warnings."""
     if folder.exists() and not folder.is_dir():
         raise LRRError(f"{folder}: exists and is not a folder")
     if not video.exists():
         raise LRRError(f"{video}: no such file or folder")
     if max_frames == 1:
         raise LRRError("max_frames 1: a background needs at least 2 frames", parameter="max_frames")
+    unknown = sorted(set(outputs) - set(OUTPUT_VIDEOS))
+    if unknown or not outputs:
+        raise LRRError(f"outputs must be some of {', '.join(OUTPUT_VIDEOS)}, got {', '.join(outputs) or 'none'}")
     media.writable_folder(folder)
     started = time.perf_counter()
-    geometry = media.video_geometry(video, scale=scale, size=size, grey=grey)
+    geometry, available = media.video_probe(video, scale=scale, size=size, grey=grey)
     per_chunk = chunk_frames_for(geometry, dtype, settings, memory_gib=memory_gib, chunk_frames=chunk_frames)
-    available = media.video_frame_count(video)
     wanted = None if available is None else max(available - start, 0)
     if max_frames is not None:
         wanted = max_frames if wanted is None else min(wanted, max_frames)
     total_chunks = None if not wanted else -(-wanted // per_chunk)
     stream = media.read_video_chunks(
-        video, chunk_frames=per_chunk, start=start, max_frames=max_frames, scale=scale, size=size, grey=grey
+        video, chunk_frames=per_chunk, start=start, max_frames=max_frames, scale=scale, size=size, grey=grey, raw=True
     )
     fps = [25.0]
 
@@ -178,7 +189,7 @@ def separate_video(
             yield chunk
 
     writers: dict[str, media.VideoWriter] = {}
-    results, total, ok, created = [], 0, False, []
+    results, total, ok, created, poor = [], 0, False, [], []
     of = f"/{total_chunks}" if total_chunks else ""
     try:
         solved = separate_chunks(
@@ -187,43 +198,116 @@ def separate_video(
         for part in solved:
             if not writers:
                 created = media.make_folder(folder)
-                writers = {n: media.VideoWriter(folder / f"{n}.mp4", fps[0], protect=[video]) for n in OUTPUT_VIDEOS}
-            bg, mask = part.background, part.mask[:, None].to(part.background.dtype)
-            writers["background"].append(bg)
-            writers["foreground"].append((part.foreground.abs() * 4).clamp(0, 1))
-            writers["mask"].append(mask)
-            if frames:
-                for t in range(bg.shape[0]):
-                    media.write_image(folder / f"background_{total + t:05d}.png", bg[t])
-                    media.write_image(folder / f"mask_{total + t:05d}.png", mask[t])
+                writers = {n: media.VideoWriter(folder / f"{n}.mp4", fps[0], protect=[video]) for n in outputs}
+            write_chunk(part, writers, folder if frames else None, total)
             results.append(
                 {
                     "chunk": part.index + 1,
-                    "frames": bg.shape[0],
+                    "frames": part.mask.shape[0],
                     "iterations": part.result.iterations,
                     "converged": part.result.converged,
                     "final": {part.result.metric: part.result.value},
                     "foreground_fraction": part.foreground_fraction,
+                    "background_spread": round(part.spread, 6),
+                    **({} if part.components is None else {"components": part.components}),
                 }
             )
-            total += bg.shape[0]
+            poor += [total + t for t in part.poor_frames]
+            total += part.mask.shape[0]
+            del part  # before the next chunk is decoded
+            if frames_done is not None:
+                frames_done(total, wanted)
         ok = True
     finally:
         for writer in writers.values():
             writer.close(ok)
         if not ok:
             media.remove_empty(created)
+    seconds = time.perf_counter() - started
     return {
         "input": str(video),
         "output_dir": str(folder),
+        "outputs": list(outputs),
         "frames": total,
-        "seconds": round(time.perf_counter() - started, 3),
+        "frame_size": list(geometry[1:][::-1]),
+        "seconds": round(seconds, 3),
+        "fps": round(total / seconds, 2) if seconds > 0 else None,
+        "peak_memory_gib": peak_memory_gib(device),
         "chunks": results,
+        "warnings": separate_warnings(results, poor, total),
     }
 
 
-#: The videos ``separate`` writes into its folder.
-OUTPUT_VIDEOS = ("background", "foreground", "mask")
+def write_chunk(part, writers: dict[str, media.VideoWriter], png_folder: Path | None, first: int) -> None:
+    """Append one solved chunk to the open ``writers`` (and PNG frames into ``png_folder``),
+    a few frames at a time so that no float copy of the whole chunk is made."""
+    for begin in range(0, part.mask.shape[0], 16):
+        end = begin + 16
+        background, mask = part.background[begin:end], part.mask[begin:end, None]
+        if "background" in writers:
+            writers["background"].append(background)
+        if "foreground" in writers:
+            writers["foreground"].append(part.foreground_view(begin, end))
+        if "mask" in writers:
+            writers["mask"].append(mask.to(torch.uint8) * 255)
+        if png_folder is not None:
+            for t in range(background.shape[0]):
+                index = first + begin + t
+                media.write_image(png_folder / f"background_{index:05d}.png", _unit(background[t]))
+                media.write_image(png_folder / f"mask_{index:05d}.png", mask[t].float())
+
+
+def _unit(x: Tensor) -> Tensor:
+    return x.float() / 255 if x.dtype == torch.uint8 else x
+
+
+def separate_warnings(chunks: list[dict[str, object]], poor: list[int], total: int) -> list[str]:
+    """Plain-language warnings of a separation: chunks whose background is not one still
+    scene (``background_spread`` above ``POOR_FIT_SPREAD``: a moving camera, a scene cut),
+    frames that came out mostly foreground, and chunks whose foreground is empty or
+    nearly everything."""
+    warnings = []
+    moving = [c["chunk"] for c in chunks if c["background_spread"] > POOR_FIT_SPREAD]
+    if moving:
+        worst = max(c["background_spread"] for c in chunks)
+        warnings.append(
+            f"the low-rank background does not fit chunk {', '.join(map(str, moving))} of {len(chunks)} "
+            f"({worst:.1%} of its energy outside one still scene): a moving camera or a scene cut? "
+            "The background there is unreliable; split the video at cuts, or stabilise it"
+        )
+    if poor:
+        warnings.append(
+            f"{len(poor)} of {total} frames came out over half foreground ({_spans(poor)}): a moving camera, a "
+            "scene cut or a flash?"
+        )
+    odd = sum(not 1e-4 <= chunk["foreground_fraction"] <= 0.9 for chunk in chunks)
+    if odd:
+        warnings.append(f"the foreground came out empty or nearly everything in {odd} of {len(chunks)} chunks")
+    return warnings
+
+
+def _spans(indices: list[int], shown: int = 4) -> str:
+    """``[3, 4, 5, 9]`` -> ``"frames 3-5, 9"`` (at most ``shown`` spans, then "...")."""
+    spans: list[list[int]] = []
+    for i in indices:
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    text = ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans[:shown])
+    return "frames " + text + (", ..." if len(spans) > shown else "")
+
+
+def peak_memory_gib(device: torch.device | str) -> float | None:
+    """Peak resident memory of this process so far (GiB; None where the platform does not
+    say), or on CUDA the peak of torch's allocator on that device."""
+    if torch.device(device).type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
 
 
 def complete_csv(

@@ -29,7 +29,7 @@ from typing import Annotated
 import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lrrtool import __version__
 from lrrtool.core import ESTIMATORS, PENALTIES, SERIES, regularizer_names
@@ -39,6 +39,7 @@ from lrrtool.solvers import SOLVERS
 from lrrtool.solvers import Callback as SolverCallback
 from lrrtool.solvers import Progress as SolverProgress
 from lrrtool.tasks.inpaint import INPAINT_METHODS, MODELS, STARTS
+from lrrtool.tasks.separate import WORK_PIXELS
 from lrrtool.tasks.settings import PRESETS
 
 app = typer.Typer(
@@ -196,6 +197,42 @@ def progress_bars(quiet: bool) -> Callable[[str], contextmanager]:
             yield update
 
     return bar
+
+
+@contextmanager
+def frame_progress(label: str, quiet: bool) -> Iterator[tuple[Callable[[str], contextmanager], Callable]]:
+    """One bar over a video's frames, with the frame rate and the time left; yields
+    ``(progress, frames_done)`` for :func:`lrrtool.app.separate_video`: the chunk's solver
+    steps show in the bar's label, ``frames_done(done, total)`` moves the bar."""
+    if quiet:
+        yield progress_bars(True), None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.fields[shown_total]} frames"),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as display:
+        task = display.add_task(label, total=None, shown_total="?", rate="")
+
+        @contextmanager
+        def chunk(name: str) -> Iterator[SolverCallback]:
+            def update(p: SolverProgress) -> None:
+                step = f"{name} [{p.phase}] {p.iteration}/{p.total} {p.metric} {p.value:.3g}"
+                display.update(task, description=f"{label} {step}")
+
+            yield update
+
+        def frames_done(done: int, total: int | None) -> None:
+            elapsed = display.tasks[0].elapsed or 0.0
+            rate = f"{done / elapsed:.1f} fps" if elapsed > 0 else ""
+            display.update(task, completed=done, total=total, shown_total=total or "?", rate=rate)
+
+        yield chunk, frames_done
 
 
 def plural(count: int, noun: str) -> str:
@@ -494,6 +531,20 @@ def separate(
     memory_gib: Annotated[
         float, typer.Option("--memory-gib", metavar="X", min=0.25, help="Memory budget that sizes the chunks.")
     ] = 2.0,
+    work_pixels: Annotated[
+        int,
+        typer.Option(
+            "--work-pixels",
+            metavar="N",
+            min=0,
+            help="Solve frames larger than N pixels on a copy of about N pixels and lift the background to full "
+            "size (0: solve at full size).",
+        ),
+    ] = WORK_PIXELS,
+    outputs: Annotated[
+        str,
+        typer.Option("--outputs", metavar="LIST", help="Videos to write, comma-separated: background,foreground,mask."),
+    ] = "background,foreground,mask",
     solver: SolverOpt = None,
     frames: Annotated[bool, typer.Option("--frames", help="Also export PNG frames.")] = False,
     overwrite: OverwriteOpt = False,
@@ -530,6 +581,7 @@ def separate(
         set_threads(threads)
         settings = SeparateSettings(
             seed=seed,
+            work_pixels=work_pixels,
             **given(solver=solver, reg=reg, lam=lam, gamma=gamma, p=p, iters=iters, lr=lr, estimator=estimator),
         )
         dev, dt = torch_device(device.value), torch_dtype(dtype.value)
@@ -542,35 +594,38 @@ def separate(
             wh = (w, h)
         folder = output_dir or video.with_name(video.stem + ".separated")
         check_report(report, [video])
-        existing = [folder / f"{name}.mp4" for name in jobs.OUTPUT_VIDEOS if (folder / f"{name}.mp4").exists()]
+        wanted = tuple(name.strip() for name in outputs.split(",") if name.strip())
+        existing = [folder / f"{name}.mp4" for name in wanted if (folder / f"{name}.mp4").exists()]
         if existing and not overwrite:
             console.print(f"skip {video}: {existing[0]} exists (use --overwrite)")
             return
-        entry = jobs.separate_video(
-            video,
-            folder,
-            settings,
-            start=start,
-            max_frames=max_frames,
-            scale=scale,
-            size=wh,
-            grey=grey,
-            chunk_frames=chunk_frames,
-            memory_gib=memory_gib,
-            frames=frames,
-            device=dev,
-            dtype=dt,
-            progress=progress_bars(quiet),
-        )
-        odd = sum(not 1e-4 <= chunk["foreground_fraction"] <= 0.9 for chunk in entry["chunks"])
-        if odd:
-            hint = "lower --lr or adjust --lam" if settings.choice == "adam" else "adjust --lam"
-            console.print(
-                f"[yellow]warning:[/] the foreground came out empty or nearly everything in {odd} of "
-                f"{len(entry['chunks'])} chunks; {hint}"
+        with frame_progress(f"separate {video.name}", quiet) as (chunk_progress, frames_bar):
+            entry = jobs.separate_video(
+                video,
+                folder,
+                settings,
+                start=start,
+                max_frames=max_frames,
+                scale=scale,
+                size=wh,
+                grey=grey,
+                chunk_frames=chunk_frames,
+                memory_gib=memory_gib,
+                frames=frames,
+                outputs=wanted,
+                device=dev,
+                dtype=dt,
+                progress=chunk_progress,
+                frames_done=frames_bar,
             )
+        for warning in entry["warnings"]:
+            console.print(f"[yellow]warning:[/] {warning}")
         if not quiet:
-            console.print(f"{video} -> {folder}/ ({plural(entry['frames'], 'frame')}, {entry['seconds']:.1f} s)")
+            memory = f", peak memory {entry['peak_memory_gib']:.2f} GiB" if entry["peak_memory_gib"] else ""
+            console.print(
+                f"{video} -> {folder}/ ({plural(entry['frames'], 'frame')}, {entry['seconds']:.1f} s, "
+                f"{entry['fps']} fps{memory})"
+            )
         write_report(report, {**report_header("separate", settings.resolved(), dev, dt), **entry}, [video])
 
 

@@ -256,12 +256,18 @@ def write_image(path: str | Path, image: torch.Tensor, *, protect: Iterable[str 
     return path
 
 
-def _frame_tensor(frame: np.ndarray, size: tuple[int, int] | None, grey: bool) -> torch.Tensor:
+def _frame_uint8(frame: np.ndarray, size: tuple[int, int] | None, grey: bool) -> np.ndarray:
+    """One decoded frame ``(H, W[, C])`` uint8 as a ``(C, H, W)`` uint8 array (a view when
+    nothing changes), resized (bilinear) to ``size`` and made grey (ITU-R 601 luma) when
+    asked."""
+    height, width = frame.shape[:2]
+    if frame.ndim == 3 and not grey and (size is None or size == (width, height)):
+        return frame[:, :, :3].transpose(2, 0, 1)
     image = Image.fromarray(frame[:, :, :3] if frame.ndim == 3 else frame)
     if size is not None and image.size != size:
         image = image.resize(size, Image.BILINEAR)
-    image = image.convert("L" if grey else "RGB")
-    return _to_tensor(np.asarray(image))
+    array = np.asarray(image.convert("L" if grey else "RGB"))
+    return (array[:, :, None] if array.ndim == 2 else array).transpose(2, 0, 1)
 
 
 def _folder_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -299,10 +305,13 @@ def read_video_chunks(
     scale: float | None = None,
     size: tuple[int, int] | None = None,
     grey: bool = False,
+    raw: bool = False,
 ):
     """Stream a video (or a folder of images, in name order) as ``(T, C, H, W)`` chunks.
 
     Yields ``(chunk, fps)``; at most ``chunk_frames`` decoded frames are held at once.
+    Chunks are float32 in ``[0, 1]``, or the decoded uint8 values with ``raw`` (a quarter
+    of the memory).
     """
     path = Path(path)
     if not path.exists():
@@ -327,55 +336,72 @@ def read_video_chunks(
         width, height = meta.get("size") or meta.get("source_size") or (0, 0)
         target = _target_size(width, height, scale, size) if width else size
         frames = _safe_frames(reader, path)
-    chunk: list[torch.Tensor] = []
-    count = 0
+    chunk, filled, count = None, 0, 0
     for index, frame in enumerate(frames):
         if index < start:
             continue
         if max_frames is not None and count >= max_frames:
             break
-        chunk.append(_frame_tensor(frame, target, grey))
+        array = _frame_uint8(frame, target, grey)
+        if chunk is None:  # filled in place: no second copy of the chunk while stacking
+            chunk = np.empty((chunk_frames, *array.shape), dtype=np.uint8)
+        chunk[filled] = array
+        filled += 1
         count += 1
-        if len(chunk) == chunk_frames:
-            yield torch.stack(chunk), fps
-            chunk = []
-    if chunk:
-        yield torch.stack(chunk), fps
+        if filled == chunk_frames:
+            yield _chunk(chunk, raw), fps
+            chunk, filled = None, 0
+    if filled:
+        yield _chunk(chunk[:filled], raw), fps
     if count == 0:
         raise LRRError(f"{path}: no frames to process (start={start}, frames in file may be fewer)")
 
 
-def video_frame_count(path: str | Path) -> int | None:
-    """Frames in a video (from its metadata) or image files in a folder; None when unknown."""
+def _chunk(frames: np.ndarray, raw: bool) -> torch.Tensor:
+    tensor = torch.from_numpy(frames)
+    return tensor if raw else tensor.float().div_(255)
+
+
+def video_probe(
+    path: str | Path, *, scale: float | None = None, size: tuple[int, int] | None = None, grey: bool = False
+) -> tuple[tuple[int, int, int], int | None]:
+    """``((C, H, W), frames)``: the shape of the frames :func:`read_video_chunks` yields and
+    the frame count (None when unknown), from one look at the file's metadata (or the
+    folder's first image). A file whose metadata gives no size has one frame decoded."""
     path = Path(path)
+    channels = 1 if grey else 3
+    if not path.exists():
+        raise LRRError(f"{path}: no such file or folder")
     if path.is_dir():
-        return sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise LRRError(f"{path}: the folder holds no image files")
+        width, height = _target_size(*_open(files[0]).size, scale, size)
+        return (channels, height, width), len(files)
     import imageio.v2 as imageio
 
     try:
         reader = imageio.get_reader(path, format="ffmpeg" if path.suffix.lower() != ".gif" else None)
         meta = reader.get_meta_data()
         reader.close()
-    except Exception:  # the real read reports unreadable files
-        return None
+    except Exception as error:  # imageio raises many types for unreadable input
+        raise LRRError(f"{path}: not a readable video ({_summary(error)})") from None
+    count = None
     frames = meta.get("nframes")
     if isinstance(frames, (int, float)) and 0 < frames < float("inf"):
-        return int(frames)
-    duration, fps = meta.get("duration"), meta.get("fps")
-    return round(duration * fps) if duration and fps else None
-
-
-def video_geometry(
-    path: str | Path, *, scale: float | None = None, size: tuple[int, int] | None = None, grey: bool = False
-) -> tuple[int, int, int]:
-    """``(C, H, W)`` of the frames :func:`read_video_chunks` yields (decodes one frame)."""
-    chunks = read_video_chunks(path, chunk_frames=1, max_frames=1, scale=scale, size=size, grey=grey)
-    try:
-        first, _ = next(chunks)
-    finally:
-        chunks.close()
-    C, H, W = first.shape[1:]
-    return C, H, W
+        count = int(frames)
+    elif meta.get("duration") and meta.get("fps"):
+        count = round(meta["duration"] * meta["fps"])
+    source = meta.get("size") or meta.get("source_size")
+    if not source or not all(source):
+        chunks = read_video_chunks(path, chunk_frames=1, max_frames=1, scale=scale, size=size, grey=grey, raw=True)
+        try:
+            first, _ = next(chunks)
+        finally:
+            chunks.close()
+        return tuple(first.shape[1:]), count
+    width, height = _target_size(*source, scale, size)
+    return (channels, height, width), count
 
 
 def _safe_frames(reader, path: Path):
@@ -387,8 +413,15 @@ def _safe_frames(reader, path: Path):
         reader.close()
 
 
+#: libx264's speed preset for the videos ``VideoWriter`` encodes: ``veryfast`` encodes
+#: 720p about 2.8x quicker than the default ``medium`` (measured: 1.97 s against 5.47 s
+#: for 120 frames on 2 cores) at the same constant quality; files are a little larger.
+X264_PRESET = "veryfast"
+
+
 class VideoWriter:
-    """Atomic streaming writer: frames ``(T, C, H, W)`` in ``[0, 1]`` appended in chunks."""
+    """Atomic streaming writer: frames ``(T, C, H, W)`` (float in ``[0, 1]`` or uint8)
+    appended in chunks; H.264 at constant quality (``quality`` 8 of imageio's 0-10)."""
 
     def __init__(self, path: str | Path, fps: float, *, protect: Iterable[str | Path] = ()) -> None:
         self.path = check_output(path, protect)
@@ -403,18 +436,24 @@ class VideoWriter:
             codec="libx264",
             quality=8,
             macro_block_size=1,
+            output_params=["-preset", X264_PRESET],
+            ffmpeg_log_level="error",
         )
 
     def append(self, frames: torch.Tensor) -> None:
-        for frame in frames:
-            array = _quantize(frame)
-            # yuv420p needs even sides: repeat the last row/column when odd.
-            array = np.pad(
-                array, [(0, array.shape[0] % 2), (0, array.shape[1] % 2)] + [(0, 0)] * (array.ndim - 2), "edge"
-            )
-            if array.ndim == 2:
-                array = np.repeat(array[:, :, None], 3, axis=2)
-            self._writer.append_data(array)
+        if frames.ndim != 4 or frames.shape[1] not in (1, 3):
+            raise LRRError(f"cannot write frames of shape {tuple(frames.shape)}; expected (T, 1 or 3, H, W)")
+        if frames.dtype != torch.uint8:
+            frames = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+        frames = frames.cpu()
+        # yuv420p needs even sides: repeat the last row/column when odd.
+        height, width = frames.shape[-2:]
+        if height % 2 or width % 2:
+            frames = torch.nn.functional.pad(frames, (0, width % 2, 0, height % 2), mode="replicate")
+        # Grey frames go to ffmpeg as one plane; colour as (H, W, 3).
+        arrays = frames[:, 0].contiguous() if frames.shape[1] == 1 else frames.permute(0, 2, 3, 1).contiguous()
+        for frame in arrays.numpy():
+            self._writer.append_data(frame)
 
     def close(self, ok: bool = True) -> None:
         self._writer.close()

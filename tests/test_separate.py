@@ -1,0 +1,262 @@
+"""Separation at full resolution: solve small and lift, the mask rule, streaming pieces."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lrrtool.media import read_image
+from lrrtool.tasks.separate import (
+    SeparatedChunk,
+    SeparateSettings,
+    _dilate,
+    block_mean,
+    noise_map,
+    residual_mask,
+    robust_fit,
+    separate_chunks,
+    temporal_components,
+    working_size,
+)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def f_measure(mask: torch.Tensor, truth: torch.Tensor) -> float:
+    tp = float((mask & truth).sum())
+    if tp == 0:
+        return 0.0
+    precision, recall = tp / float(mask.sum()), tp / float(truth.sum())
+    return 2 * precision * recall / (precision + recall)
+
+
+def planted_clip(frames=40, height=96, width=128, dimming=True, noise=2 / 255, seed=0):
+    """The bundled facade as a colour background, lit by a slow drift and (``dimming``) an
+    18 % drop over 6 frames; three real patches of the bundled photo moving across it;
+    uint8 frames ``(T, 3, H, W)``, the truth mask and the clean lit background."""
+    g = torch.Generator().manual_seed(seed)
+    background = F.interpolate(read_image(SAMPLES / "facade.jpg")[None], (height, width), mode="area")[0]
+    source = read_image(SAMPLES / "photo.jpg")
+    patches = [source[:, 40:56, 200:220], source[:, 150:164, 60:78], source[:, 220:238, 120:134]]
+    t = torch.arange(frames, dtype=torch.float32)
+    gain = 1 + 0.03 * torch.sin(t / 7)
+    if dimming:
+        gain = gain * (1 - 0.18 * ((t - frames // 2) / 6).clamp(0, 1))
+    clean = background[None] * gain.view(-1, 1, 1, 1)
+    video = clean.clone()
+    truth = torch.zeros(frames, height, width, dtype=torch.bool)
+    for k, patch in enumerate(patches):
+        ph, pw = patch.shape[1:]
+        for i in range(frames):
+            y = int((10 + 28 * k + i * (k + 1)) % (height - ph))
+            x = int((i * (2 + k) + 37 * k) % (width - pw))
+            video[i, :, y : y + ph, x : x + pw] = patch * gain[i]
+            truth[i, y : y + ph, x : x + pw] = True
+    video = video + noise * torch.randn(video.shape, generator=g)
+    return video.clamp(0, 1).mul(255).round().to(torch.uint8), truth, clean
+
+
+def run(video, **settings):
+    parts = list(separate_chunks([video], SeparateSettings(**settings)))
+    return parts[0]
+
+
+def test_lifted_separation_matches_the_full_size_solve_on_a_planted_clip():
+    """The issue's bar: the lift loses at most 0.01 F-measure against the full-size solve.
+    Measured here: full 0.9907, lifted (working copy 32x24, a 16th of the pixels) 0.9875;
+    background error away from the patches 0.54/255."""
+    video, truth, clean = planted_clip()
+    full = run(video, work_pixels=0)
+    lifted = run(video, work_pixels=32 * 24)
+    assert full.components is None and lifted.components == 1  # the dimming is rank one in time
+    f_full, f_lifted = f_measure(full.mask, truth), f_measure(lifted.mask, truth)
+    assert f_full > 0.9 and f_lifted >= f_full - 0.01, (f_full, f_lifted)
+    background = lifted.background.float() / 255
+    away = ~truth[:, None].expand_as(background)  # the background where no patch covers it
+    assert (background - clean)[away].abs().mean() < 2 / 255
+
+
+def test_lifted_background_follows_a_sudden_dimming():
+    """Frames after the 18 % drop: the lifted background is dimmed too (not the mean level),
+    so the mask does not flood on the dimmed frames."""
+    video, truth, clean = planted_clip()
+    part = run(video, work_pixels=32 * 24)
+    late = slice(30, 40)
+    dimmed = clean[late].mean()
+    assert abs(float(part.background[late].float().mean() / 255) - float(dimmed)) < 0.01
+    covered = part.mask[late].flatten(1).float().mean(1)
+    allowed = 2 * truth[late].flatten(1).float().mean(1) + 0.01
+    assert bool((covered <= allowed).all()), (covered, allowed)
+
+
+def test_robust_fit_ignores_outliers_that_least_squares_follows():
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(60, 2, generator=g, dtype=torch.float64))[0]
+    coefficients = torch.randn(2, 500, generator=g, dtype=torch.float64)
+    clean = basis @ coefficients
+    outliers = torch.rand(60, 500, generator=g) < 0.2
+    values = clean + outliers * (0.5 + torch.rand(60, 500, generator=g, dtype=torch.float64))
+    fitted = robust_fit(values, basis, steps=30, floor=1e-6)
+    least_squares = basis @ (basis.T @ values)
+    assert (basis @ fitted - clean).abs().max() < 1e-3
+    assert (least_squares - clean).abs().max() > 0.1
+
+
+def test_robust_fit_rank_one_is_the_weighted_median():
+    """For one component with b_t = 1 the L1 fit is the median of each series."""
+    g = torch.Generator().manual_seed(1)
+    values = torch.rand(31, 40, generator=g, dtype=torch.float64)
+    basis = torch.ones(31, 1, dtype=torch.float64) / 31**0.5
+    fitted = (basis @ robust_fit(values, basis, steps=200, floor=1e-9))[0]
+    torch.testing.assert_close(fitted, values.median(dim=0).values, atol=1e-4, rtol=0)
+
+
+def test_temporal_components_match_the_svd():
+    g = torch.Generator().manual_seed(2)
+    low_rank = (torch.randn(30, 2, generator=g) * torch.tensor([5.0, 1.0])) @ torch.randn(2, 400, generator=g)
+    basis = temporal_components(low_rank.reshape(30, 1, 20, 20))
+    U = torch.linalg.svd(low_rank.double(), full_matrices=False)[0][:, :2]
+    assert basis.shape == (30, 2)
+    torch.testing.assert_close((basis.double().T @ U).abs(), torch.eye(2, dtype=torch.float64), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_block_mean_is_average_pooling(dtype):
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randint(0, 256, (20, 3, 37, 50), generator=g, dtype=torch.uint8)
+    given = frames if dtype == torch.uint8 else frames.float() / 255
+    expected = F.avg_pool2d(frames[:, :, :36, :48].double() / 255, 4)
+    torch.testing.assert_close(block_mean(given, 4, torch.float64), expected, atol=1e-6, rtol=0)
+
+
+def test_working_size_keeps_aspect_with_an_integer_factor():
+    assert working_size(720, 1280, 128 * 72) == (72, 128)
+    assert working_size(1080, 1920, 128 * 72) == (72, 128)
+    assert working_size(144, 192, 128 * 72) == (72, 96)
+    assert working_size(60, 80, 128 * 72) == (60, 80)  # small frames are solved as they are
+    assert working_size(720, 1280, 0) == (720, 1280)
+
+
+def test_dilate_equals_max_pooling():
+    g = torch.Generator().manual_seed(4)
+    mask = torch.rand(3, 17, 23, generator=g) > 0.9
+    expected = F.max_pool2d(mask[:, None].float(), 3, 1, 1)[:, 0] > 0
+    assert torch.equal(_dilate(mask), expected)
+
+
+def test_noise_map_is_per_frame_and_per_region():
+    """Frame 1 is three times as noisy, and in frame 0 the right half is: the estimate
+    follows both (within 15 %)."""
+    g = torch.Generator().manual_seed(5)
+    sigma = torch.full((2, 96, 128), 0.01)
+    sigma[1] = 0.03
+    sigma[0, :, 64:] = 0.02
+    residual = (sigma * torch.randn(2, 96, 128, generator=g)).abs()
+    level = noise_map(residual)
+    assert abs(float(level[1].mean()) / 0.03 - 1) < 0.15
+    assert abs(float(level[0, :, :40].mean()) / 0.01 - 1) < 0.15
+    assert abs(float(level[0, :, 90:].mean()) / 0.02 - 1) < 0.15
+
+
+def test_a_noisier_frame_does_not_flood_the_mask():
+    """One frame with far more noise (sigma 8/255 added; a compressed key frame): with one
+    noise level per chunk its mask covered 44 % of it (truth 6.7 %); per frame and region
+    it covers 5.6 %, within 2x the truth + 1 %."""
+    video, truth, _ = planted_clip(dimming=False)
+    noisy = video.clone()
+    g = torch.Generator().manual_seed(6)
+    noisy[0] = (video[0].float() + 8 * torch.randn(video[0].shape, generator=g)).clamp(0, 255).round().to(torch.uint8)
+    part = run(noisy, work_pixels=32 * 24)
+    assert float(part.mask[0].float().mean()) <= 2 * float(truth[0].float().mean()) + 0.01
+
+
+def test_a_panning_camera_is_reported_as_a_poor_fit():
+    """Frames cut from a wider image at a shift of 4 px per frame: the background needs
+    many temporal components (its energy spreads), and the chunk says so; the still clip
+    with a sudden dimming does not."""
+    image = F.interpolate(read_image(SAMPLES / "facade.jpg")[None], (96, 288), mode="area")[0]
+    video = torch.stack([image[:, :, 4 * t : 4 * t + 128] for t in range(30)])
+    moving = run((video * 255).round().to(torch.uint8), work_pixels=32 * 24)
+    still, _, _ = planted_clip(frames=30)
+    assert moving.poor_fit and moving.spread > 0.02  # measured 0.030
+    assert not run(still, work_pixels=32 * 24).poor_fit and not run(still, work_pixels=0).poor_fit
+
+
+def test_chunks_carry_a_full_size_background_and_stream_uint8():
+    video, truth, _ = planted_clip(frames=40)
+    parts = list(separate_chunks(video.split(20), SeparateSettings(work_pixels=32 * 24)))
+    assert [p.background.dtype for p in parts] == [torch.uint8, torch.uint8]
+    masks = torch.cat([p.mask for p in parts])
+    assert f_measure(masks, truth) > 0.9
+
+
+def test_foreground_view_in_integers_matches_the_float_rule():
+    g = torch.Generator().manual_seed(7)
+    frames = torch.randint(0, 256, (4, 3, 8, 8), generator=g, dtype=torch.uint8)
+    background = torch.randint(0, 256, (4, 3, 8, 8), generator=g, dtype=torch.uint8)
+    part = SeparatedChunk(0, frames, background, torch.zeros(4, 8, 8, dtype=torch.bool), None)
+    expected = ((frames.float() - background.float()).abs() * 4).clamp(max=255)
+    assert (part.foreground_view().float() - expected).abs().max() <= 3  # saturates at 252
+
+
+def test_residual_mask_grows_seeds_into_connected_candidates():
+    residual = torch.zeros(1, 40, 40)
+    residual[0, 10:12, 10:12] = 0.5  # a seed
+    residual[0, 12:20, 10:12] = 0.015  # a weaker tail connected to it
+    residual[0, 30:34, 30:34] = 0.015  # the same weak level, not connected
+    residual += 0.004
+    mask = residual_mask(residual)
+    assert bool(mask[0, 10:20, 10:12].all()) and not bool(mask[0, 30:34, 30:34].any())
+
+
+# ------------------------------------------------------------------ command line
+
+
+def write_clip(path: Path, video: torch.Tensor) -> Path:
+    """Frames ``(T, 3, H, W)`` uint8 as a folder of PNGs (lossless, so the truth holds)."""
+    from PIL import Image
+
+    path.mkdir()
+    for t, frame in enumerate(video):
+        Image.fromarray(frame.permute(1, 2, 0).numpy()).save(path / f"{t:03d}.png")
+    return path
+
+
+def test_cli_writes_only_the_videos_asked_for_and_reports_speed_and_memory(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from lrrtool.cli import app
+
+    video, _, _ = planted_clip(frames=24)
+    clip = write_clip(tmp_path / "clip", video)
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    args = ["separate", str(clip), "--output-dir", str(out), "--outputs", "mask", "--work-pixels", "768"]
+    result = CliRunner().invoke(app, [*args, "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["mask.mp4"]
+    entry = json.loads(report.read_text())
+    assert entry["frames"] == 24 and entry["frame_size"] == [128, 96] and entry["outputs"] == ["mask"]
+    assert entry["fps"] > 0 and entry["peak_memory_gib"] > 0 and entry["warnings"] == []
+    assert entry["settings"]["work_pixels"] == 768 and entry["chunks"][0]["components"] == 1
+    assert "fps" in result.output and "peak memory" in result.output
+    bad = CliRunner().invoke(app, ["separate", str(clip), "--output-dir", str(tmp_path / "o2"), "--outputs", "masks"])
+    assert bad.exit_code == 1 and "outputs must be some of background, foreground, mask" in bad.output
+    assert not (tmp_path / "o2").exists()
+
+
+def test_cli_warns_when_the_camera_moves(tmp_path):
+    from typer.testing import CliRunner
+
+    from lrrtool.cli import app
+
+    image = F.interpolate(read_image(SAMPLES / "facade.jpg")[None], (96, 288), mode="area")[0]
+    video = (torch.stack([image[:, :, 4 * t : 4 * t + 128] for t in range(30)]) * 255).round().to(torch.uint8)
+    clip = write_clip(tmp_path / "pan", video)
+    result = CliRunner().invoke(
+        app, ["separate", str(clip), "--output-dir", str(tmp_path / "out"), "--outputs", "mask"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "moving camera" in result.output
