@@ -20,7 +20,11 @@ from PIL import Image
 class Clip:
     path: Path
     truth: np.ndarray  # (T, H, W) bool
-    background: np.ndarray  # (T, H, W, 3) float32 in [0, 1]: the clean lit background
+    scene: np.ndarray  # (H, W, 3) float32 in [0, 1]: the unlit background photo
+    gain: np.ndarray  # (T,): frame t's clean background is scene * gain[t]
+
+    def background(self, t: int) -> np.ndarray:
+        return self.scene * self.gain[t]
 
 
 def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -62,17 +66,16 @@ def write_clip(
     sources = [data.astronaut()[30:230, 150:330], data.chelsea()[60:240, 100:300], data.rocket()[60:300, 250:370]]
     sources.append(data.hubble_deep_field()[300:460, 300:460])
     sizes = [(150, 130), (170, 150), (90, 180), (120, 120)]
-    patches = [_resize(s, max(8, round(w * scale)), max(8, round(h * scale))) for s, (w, h) in zip(sources, sizes)]
+    patches = [
+        _resize(s, max(8, round(w * scale)), max(8, round(h * scale))) for s, (w, h) in zip(sources, sizes, strict=True)
+    ]
     gain = lighting(frames, dimming)
     truth = np.zeros((frames, height, width), dtype=bool)
-    clean = np.empty((frames, height, width, 3), dtype=np.float32)
     with imageio.get_writer(
         path, fps=fps, codec="libx264", macro_block_size=1, output_params=["-crf", "12"], ffmpeg_log_level="error"
     ) as writer:
         for t in range(frames):
-            lit = background * gain[t]
-            clean[t] = lit
-            frame = lit.copy()
+            frame = background * gain[t]
             for k, patch in enumerate(patches):
                 ph, pw = patch.shape[:2]
                 # Each patch crosses the frame on its own straight path, wrapping around.
@@ -82,7 +85,7 @@ def write_clip(
                 truth[t, y : y + ph, x : x + pw] = True
             frame += noise * rng.standard_normal(frame.shape, dtype=np.float32)
             writer.append_data(np.clip(np.round(frame * 255), 0, 255).astype(np.uint8))
-    return Clip(path, truth, clean)
+    return Clip(path, truth, background, gain)
 
 
 def f_measure(mask: np.ndarray, truth: np.ndarray) -> float:

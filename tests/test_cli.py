@@ -198,18 +198,19 @@ def test_separate_streams_a_long_clip_in_bounded_chunks(tmp_path, monkeypatch):
         frame.paste(250, (t % 28, 8, t % 28 + 4, 12))
         frame.save(folder / f"{t:03d}.png")
     decoded, solves = [], []
-    real_open, real_separate = media._open, task.separate
+    real_open, real_separate = media._open, task.separate_lifted
 
     def counting_open(path):
         decoded.append(path)
         return real_open(path)
 
-    def recording_separate(frames, settings, *, memory=None, callback=None):
+    def recording_separate(frames, settings, *, memory=None, memory_full=None, callback=None):
         solves.append((frames.shape[0], 0 if memory is None else memory.shape[0], len(decoded)))
-        return real_separate(frames, settings, memory=memory, callback=callback)
+        assert (memory is None) == (memory_full is None)
+        return real_separate(frames, settings, memory=memory, memory_full=memory_full, callback=callback)
 
     monkeypatch.setattr(media, "_open", counting_open)
-    monkeypatch.setattr(task, "separate", recording_separate)
+    monkeypatch.setattr(task, "separate_lifted", recording_separate)
     result = invoke("separate", folder, "--chunk-frames", 8, "--output-dir", tmp_path / "out", "-q")
     assert result.exit_code == 0, result.output
     assert sum(t for t, _, _ in solves) == 60 and max(t for t, _, _ in solves) <= 8

@@ -148,18 +148,19 @@ def residual_mask(residual: Tensor, threshold: float = 4.0, grow: float = 2.5, s
     r"""Binary mask ``(T, H, W)`` of a residual magnitude ``r`` ``(T, H, W)`` by hysteresis.
 
     The noise level :math:`\hat s` is estimated per frame and per region
-    (:func:`noise_map`), so a frame or an area with more noise (a compressed key frame,
+    (:func:`noise_levels`), so a frame or an area with more noise (a compressed key frame,
     foliage) does not flood the mask. Pixels with ``r > threshold * s`` (and > 2/255)
     are seeds; the mask then grows ``steps`` times into 8-neighbours with
-    ``r > grow * s`` (and > 1/255), as Canny's edge hysteresis does. Runs in batches
+    ``r > grow * s`` (and > 1/255), as Canny's edge hysteresis does. The two thresholds
+    are set per region and interpolated bilinearly over the frame. Runs in batches
     of frames, so its temporaries stay a few frames large.
     """
     masks = []
     for batch in residual.split(MASK_BATCH):
         batch = batch.float()
-        noise = noise_map(batch)
-        mask = batch > torch.clamp(threshold * noise, min=2 / 255)
-        candidates = batch > torch.clamp(grow * noise, min=1 / 255)
+        levels = noise_levels(batch)  # thresholds per region, then spread over the frame
+        mask = batch > _spread(torch.clamp(threshold * levels, min=2 / 255), batch.shape)
+        candidates = batch > _spread(torch.clamp(grow * levels, min=1 / 255), batch.shape)
         for _ in range(steps):
             mask = _dilate(mask) & candidates
         masks.append(mask)
@@ -180,37 +181,49 @@ def _dilate(mask: Tensor) -> Tensor:
 
 
 #: Frames the mask rule handles at once.
-MASK_BATCH = 16
+MASK_BATCH = 8
 #: Side of the square regions the noise level is estimated on, as a fraction of the
 #: frame's shorter side (and at least ``NOISE_CELL_MIN`` pixels).
 NOISE_CELL_FRACTION = 1 / 6
-NOISE_CELL_MIN = 16
+NOISE_CELL_MIN = 32
 #: A region's noise level is at most this multiple of its frame's (a region filled by a
 #: large foreground object would otherwise hide it).
 NOISE_CELL_CAP = 2.0
 
 
 def noise_map(residual: Tensor) -> Tensor:
-    r"""Robust noise level ``(T, H, W)`` of a residual magnitude ``(T, H, W)``.
+    """Robust noise level ``(T, H, W)`` of a residual magnitude ``(T, H, W)``:
+    :func:`noise_levels` spread over the frame."""
+    return _spread(noise_levels(residual), residual.shape)
 
-    Per frame ``t`` and square region ``c``: :math:`s_{tc} = 1.4826\, \mathrm{median}(r)`
-    over the region, capped at ``NOISE_CELL_CAP`` times the frame's median over its
-    regions, then interpolated bilinearly over the frame. Frames smaller than two
-    regions get one level per frame.
+
+def noise_levels(residual: Tensor) -> Tensor:
+    r"""Robust noise levels of a residual magnitude ``(T, H, W)``: ``(T, ny, nx)``, one per
+    frame and square region, or ``(T, 1, 1)`` for frames smaller than two regions.
+
+    Per frame ``t`` and region ``c``: :math:`s_{tc} = 1.4826\, \mathrm{median}(r)` over
+    the region (on a subsample of at most about 32x32 of its pixels), capped at
+    ``NOISE_CELL_CAP`` times the frame's median over its regions.
     """
     T, H, W = residual.shape
     side = max(NOISE_CELL_MIN, round(min(H, W) * NOISE_CELL_FRACTION))
     ny, nx = H // side, W // side
     if ny * nx < 2:
-        level = 1.4826 * residual.reshape(T, -1).median(dim=1).values
-        return level.view(T, 1, 1).expand(T, H, W)
-    stride = max(1, side // 32)  # a subsample of each region is plenty for a median
-    cells = residual[:, : ny * side : stride, : nx * side : stride]
-    cells = cells.reshape(T, ny, -1, nx, cells.shape[-1] // nx).permute(0, 1, 3, 2, 4).reshape(T, ny, nx, -1)
+        return 1.4826 * residual.reshape(T, -1).median(dim=1).values.view(T, 1, 1)
+    stride = max(1, side // 32)
+    cells = residual[:, : ny * side, : nx * side].reshape(T, ny, side, nx, side)[:, :, ::stride, :, ::stride]
+    cells = cells.permute(0, 1, 3, 2, 4).reshape(T, ny, nx, -1)
     level = 1.4826 * cells.median(dim=-1).values
     frame_level = level.reshape(T, -1).median(dim=1).values.view(T, 1, 1)
-    level = torch.minimum(level, NOISE_CELL_CAP * frame_level)
-    return F.interpolate(level.unsqueeze(1), size=(H, W), mode="bilinear", align_corners=False).squeeze(1)
+    return torch.minimum(level, NOISE_CELL_CAP * frame_level)
+
+
+def _spread(levels: Tensor, shape: torch.Size) -> Tensor:
+    """Per-region values ``(T, ny, nx)`` interpolated bilinearly over frames ``(T, H, W)``
+    (a view for one value per frame)."""
+    if levels.shape[1:] == (1, 1):
+        return levels.expand(shape)
+    return F.interpolate(levels.unsqueeze(1), size=tuple(shape[1:]), mode="bilinear", align_corners=False).squeeze(1)
 
 
 #: Temporal components kept from the working solve: singular values above this
@@ -369,7 +382,7 @@ def separate_lifted(
     sample_frames, sample_memory = sample[sample < T], sample[sample >= T] - T
     prior_rows = torch.linspace(0, T - 1, min(PRIOR_FRAMES, T)).round().long().unique().to(basis.device)
     prior = F.interpolate(low_rank[prior_rows].to(work_dtype), size=(H, W), mode="bilinear", align_corners=False)
-    prior = prior.clamp_(0, 1).mul_(levels)
+    prior = prior.clamp_(0, 1).mul_(255).round_().to(torch.uint8)  # a quarter of the memory
     fit_basis = torch.cat([basis[sample], basis[prior_rows]])
     row_weights = torch.ones(len(fit_basis), dtype=work_dtype, device=basis.device)
     row_weights[len(sample) :] = PRIOR_WEIGHT / len(prior_rows)
@@ -380,7 +393,7 @@ def separate_lifted(
         fitted = [values[sample_frames]]  # in the order of fit_basis: frames, memory, prior
         if len(sample_memory):
             fitted.append(memory_full[sample_memory, :, band].to(work_dtype) * (levels / 255))
-        fitted.append(prior[:, :, band])
+        fitted.append(prior[:, :, band].to(work_dtype) * (levels / 255))
         coefficients = robust_fit(
             torch.cat(fitted).reshape(len(fit_basis), -1), fit_basis, floor=FIT_FLOOR * levels, row_weights=row_weights
         )
@@ -401,20 +414,22 @@ def chunk_frames_for(
     """Frames per chunk for frames ``(C, H, W)`` of ``dtype``: ``chunk_frames`` (default
     200) or fewer, so that what a chunk holds stays within ``memory_gib``.
 
-    Solved at full size: the solver's working copies of the chunk and the carried frames.
-    Lifted (:func:`separate_lifted`): the uint8 frames and background, the float16
-    residual and the mask per frame, plus the fixed band temporaries and the working
-    solve's copies."""
+    ``work_pixels`` 0 (robust PCA on the frames themselves): the solver's working copies
+    of the chunk and the carried frames. Otherwise (:func:`separate_lifted`): per frame
+    the uint8 frames and background, the float16 residual, the mask and the working
+    solve's copies; fixed: the fit's band temporaries, the carried and prior frames and
+    the mask rule's batch."""
     C, H, W = frame_shape
     s = settings.resolved()
     h, w = working_size(H, W, s.work_pixels)
     bytes_per_value = torch.finfo(dtype).bits // 8
     copies = WORKING_COPIES[settings.choice]
-    if (h, w) == (H, W):
+    if s.work_pixels == 0:
         per_frame, fixed = C * H * W * bytes_per_value * copies, 0
     else:
         per_frame = 2 * C * H * W + 3 * H * W + C * h * w * bytes_per_value * copies
         fixed = FIT_BAND_VALUES * bytes_per_value * LIFT_BAND_COPIES + MEMORY_FRAMES * C * H * W
+        fixed += PRIOR_FRAMES * C * H * W + MASK_BATCH * MASK_COPIES * H * W * bytes_per_value
     budget = int((memory_gib * 2**30 - fixed) // per_frame)
     if budget < 2 + MEMORY_FRAMES:
         raise LRRError(
@@ -424,6 +439,8 @@ def chunk_frames_for(
     return min(chunk_frames or DEFAULT_CHUNK_FRAMES, budget - MEMORY_FRAMES)
 
 
+#: Frame-sized float temporaries per frame of a batch of the mask rule.
+MASK_COPIES = 4
 #: Band-sized temporaries :func:`robust_fit` and :func:`separate_lifted` hold at once.
 LIFT_BAND_COPIES = 7
 #: A frame whose mask covers more than this fraction is counted as poorly fitted.
@@ -508,9 +525,9 @@ def separate_chunks(
     s = settings.resolved()
     memory = memory_full = None
     for index, chunk in enumerate(chunks):
-        T, _, H, W = chunk.shape
+        T = chunk.shape[0]
         with progress(index) if progress is not None else nullcontext() as callback:
-            if working_size(H, W, s.work_pixels) == (H, W):
+            if s.work_pixels == 0:
                 frames = _unit(chunk.to(device)).to(dtype)
                 bg, _, mask, result = separate(frames, settings, memory=memory, callback=callback)
                 part = SeparatedChunk(index, frames, bg, mask, result, spread=temporal_spread(bg))
