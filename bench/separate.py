@@ -211,7 +211,7 @@ def hd(frames: int, repeats: int) -> None:
     print("`--outputs mask` does MOG2's work (decode, subtract, encode the mask); the full run also encodes")
     print("background.mp4 and foreground.mp4. Peak memory: the lrrtool process's peak resident set.\n")
     print(
-        "| clip | method | F-measure | F (MOG2 shadows as foreground) | seconds | x MOG2 | peak GiB | background PSNR |"
+        "| clip | method | F-measure | F, MOG2 shadows as foreground | seconds | x MOG2 | peak GiB | background PSNR |"
     )
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

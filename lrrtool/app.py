@@ -133,6 +133,9 @@ def denoise_file(
 
 #: The videos ``separate`` writes into its folder.
 OUTPUT_VIDEOS = ("background", "foreground", "mask")
+#: Their libx264 presets: the binary mask loses nothing at ``ultrafast`` (0.45 -> 0.21 s
+#: for 120 720p frames).
+VIDEO_PRESETS = {"background": media.X264_PRESET, "foreground": media.X264_PRESET, "mask": "ultrafast"}
 
 
 def separate_video(
@@ -198,7 +201,10 @@ def separate_video(
         for part in solved:
             if not writers:
                 created = media.make_folder(folder)
-                writers = {n: media.VideoWriter(folder / f"{n}.mp4", fps[0], protect=[video]) for n in outputs}
+                writers = {
+                    n: media.VideoWriter(folder / f"{n}.mp4", fps[0], protect=[video], preset=VIDEO_PRESETS[n])
+                    for n in outputs
+                }
             write_chunk(part, writers, folder if frames else None, total)
             results.append(
                 {

@@ -257,17 +257,17 @@ def write_image(path: str | Path, image: torch.Tensor, *, protect: Iterable[str 
 
 
 def _frame_uint8(frame: np.ndarray, size: tuple[int, int] | None, grey: bool) -> np.ndarray:
-    """One decoded frame ``(H, W[, C])`` uint8 as a ``(C, H, W)`` uint8 array (a view when
+    """One decoded frame ``(H, W[, C])`` uint8 as ``(H, W, C)`` uint8 (the frame itself when
     nothing changes), resized (bilinear) to ``size`` and made grey (ITU-R 601 luma) when
     asked."""
     height, width = frame.shape[:2]
     if frame.ndim == 3 and not grey and (size is None or size == (width, height)):
-        return frame[:, :, :3].transpose(2, 0, 1)
+        return frame[:, :, :3]
     image = Image.fromarray(frame[:, :, :3] if frame.ndim == 3 else frame)
     if size is not None and image.size != size:
         image = image.resize(size, Image.BILINEAR)
     array = np.asarray(image.convert("L" if grey else "RGB"))
-    return (array[:, :, None] if array.ndim == 2 else array).transpose(2, 0, 1)
+    return array[:, :, None] if array.ndim == 2 else array
 
 
 def _folder_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -336,7 +336,7 @@ def read_video_chunks(
         width, height = meta.get("size") or meta.get("source_size") or (0, 0)
         target = _target_size(width, height, scale, size) if width else size
         frames = _safe_frames(reader, path)
-    chunk, filled, count = None, 0, 0
+    chunk, staged, filled, count = None, None, 0, 0
     for index, frame in enumerate(frames):
         if index < start:
             continue
@@ -344,22 +344,37 @@ def read_video_chunks(
             break
         array = _frame_uint8(frame, target, grey)
         if chunk is None:  # filled in place: no second copy of the chunk while stacking
-            chunk = np.empty((chunk_frames, *array.shape), dtype=np.uint8)
-        chunk[filled] = array
+            chunk = torch.empty((chunk_frames, array.shape[2], *array.shape[:2]), dtype=torch.uint8)
+            staged = np.empty((STAGED_FRAMES, *array.shape), dtype=np.uint8)
+        staged[filled % STAGED_FRAMES] = array
         filled += 1
         count += 1
+        if filled % STAGED_FRAMES == 0 or filled == chunk_frames:
+            _unstage(chunk, staged, filled)
         if filled == chunk_frames:
             yield _chunk(chunk, raw), fps
             chunk, filled = None, 0
     if filled:
+        _unstage(chunk, staged, filled)
         yield _chunk(chunk[:filled], raw), fps
     if count == 0:
         raise LRRError(f"{path}: no frames to process (start={start}, frames in file may be fewer)")
 
 
-def _chunk(frames: np.ndarray, raw: bool) -> torch.Tensor:
-    tensor = torch.from_numpy(frames)
-    return tensor if raw else tensor.float().div_(255)
+#: Decoded frames gathered as ffmpeg gives them, ``(H, W, C)``, then moved into the
+#: chunk's ``(C, H, W)`` layout by one torch copy: a strided copy per frame cost 0.78 s
+#: of the reading thread for 120 720p frames, this about 0.12 s.
+STAGED_FRAMES = 8
+
+
+def _unstage(chunk: torch.Tensor, staged: np.ndarray, filled: int) -> None:
+    """Move the staged frames that end at frame ``filled`` into ``chunk``."""
+    first = (filled - 1) // STAGED_FRAMES * STAGED_FRAMES
+    chunk[first:filled].copy_(torch.from_numpy(staged[: filled - first]).permute(0, 3, 1, 2))
+
+
+def _chunk(frames: torch.Tensor, raw: bool) -> torch.Tensor:
+    return frames if raw else frames.float().div_(255)
 
 
 def video_probe(
@@ -421,9 +436,12 @@ X264_PRESET = "veryfast"
 
 class VideoWriter:
     """Atomic streaming writer: frames ``(T, C, H, W)`` (float in ``[0, 1]`` or uint8)
-    appended in chunks; H.264 at constant quality (``quality`` 8 of imageio's 0-10)."""
+    appended in chunks; H.264 at constant quality (``quality`` 8 of imageio's 0-10) with
+    libx264's speed ``preset``."""
 
-    def __init__(self, path: str | Path, fps: float, *, protect: Iterable[str | Path] = ()) -> None:
+    def __init__(
+        self, path: str | Path, fps: float, *, protect: Iterable[str | Path] = (), preset: str = X264_PRESET
+    ) -> None:
         self.path = check_output(path, protect)
         self._context = atomic_path(self.path, protect)
         self._tmp = self._context.__enter__()
@@ -436,7 +454,7 @@ class VideoWriter:
             codec="libx264",
             quality=8,
             macro_block_size=1,
-            output_params=["-preset", X264_PRESET],
+            output_params=["-preset", preset],
             ffmpeg_log_level="error",
         )
 
