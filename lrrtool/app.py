@@ -223,11 +223,15 @@ def separate_video(
             del part  # before the next chunk is decoded
             if frames_done is not None:
                 frames_done(total, wanted)
+        for writer in writers.values():  # every video checked before any is moved into place
+            writer.finish()
+        for writer in writers.values():
+            writer.commit()
         ok = True
     finally:
-        for writer in writers.values():
-            writer.close(ok)
         if not ok:
+            for writer in writers.values():
+                writer.abort()
             media.remove_empty(created)
     seconds = time.perf_counter() - started
     return {

@@ -541,6 +541,16 @@ def separate(
             "size (0: solve at full size).",
         ),
     ] = WORK_PIXELS,
+    components: Annotated[
+        int,
+        typer.Option(
+            "--components",
+            metavar="N",
+            min=0,
+            help="Most temporal components of the background (0: as many as the solve finds; 1: one still scene "
+            "under changing light, so an object that stops stays foreground while it covers under half a chunk).",
+        ),
+    ] = 0,
     outputs: Annotated[
         str,
         typer.Option("--outputs", metavar="LIST", help="Videos to write, comma-separated: background,foreground,mask."),
@@ -565,14 +575,18 @@ def separate(
     """Split a video into a low-rank background and a sparse foreground.
 
     Solves min |V - X|_1 + lam R(X) with frames as columns (robust PCA), chunk by chunk
-    (--chunk-frames); ten background frames of each chunk join the next one as extra
-    columns, so the background carries over. Default weights are robust PCA's:
-    |S|_1 / sqrt(max(D, T)) against R(L) (D values per frame, T frames); --lam scales
-    that for --solver threshold and is the weight of R for --solver adam. Colour: all
-    channels of a frame form one column. Writes background.mp4, foreground.mp4
-    (|V - X|, brightened 4x) and mask.mp4 (white = foreground: the residual, maxed over
-    channels, above 4 robust standard deviations (1.4826 x its median over the chunk),
-    grown into neighbours above 2.5 of them: hysteresis, as in Canny).
+    (--chunk-frames), on a copy of about --work-pixels pixels per frame; the
+    background's temporal components found there are fitted to every full-size pixel
+    (robust L1 fit), so outputs keep the input's size. Ten background frames of each
+    chunk join the next one as extra columns, so the background carries over. Default
+    weights are robust PCA's: |S|_1 / sqrt(max(D, T)) against R(L) (D values per frame,
+    T frames); --lam scales that for --solver threshold and is the weight of R for
+    --solver adam. Colour: all channels of a frame form one column. Writes
+    background.mp4, foreground.mp4 (|V - X|, brightened 4x) and mask.mp4 (white =
+    foreground: the residual, maxed over channels, above 4 robust standard deviations
+    (1.4826 x its median, per frame and region), grown into neighbours above 2.5 of them:
+    hysteresis, as in Canny). Warns when the background is not one still scene (a moving
+    camera, a scene cut).
     """
     from lrrtool import app as jobs
     from lrrtool.tasks.separate import SeparateSettings
@@ -582,6 +596,7 @@ def separate(
         settings = SeparateSettings(
             seed=seed,
             work_pixels=work_pixels,
+            components=components,
             **given(solver=solver, reg=reg, lam=lam, gamma=gamma, p=p, iters=iters, lr=lr, estimator=estimator),
         )
         dev, dt = torch_device(device.value), torch_dtype(dtype.value)

@@ -9,7 +9,9 @@ path passed as ``protect`` (the inputs).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from contextlib import contextmanager, suppress
@@ -447,6 +449,7 @@ class VideoWriter:
         self._tmp = self._context.__enter__()
         import imageio.v2 as imageio
 
+        self._frames, self._fps = 0, fps
         self._writer = imageio.get_writer(
             self._tmp,
             format="ffmpeg",
@@ -455,7 +458,7 @@ class VideoWriter:
             quality=8,
             macro_block_size=1,
             output_params=["-preset", preset],
-            ffmpeg_log_level="error",
+            ffmpeg_log_level="quiet",  # a failed write is checked and reported by finish()
         )
 
     def append(self, frames: torch.Tensor) -> None:
@@ -471,11 +474,66 @@ class VideoWriter:
         # Grey frames go to ffmpeg as one plane; colour as (H, W, 3).
         arrays = frames[:, 0].contiguous() if frames.shape[1] == 1 else frames.permute(0, 2, 3, 1).contiguous()
         for frame in arrays.numpy():
-            self._writer.append_data(frame)
+            try:
+                self._writer.append_data(frame)
+            except OSError as error:  # ffmpeg died (a full disk, a removed folder)
+                free = shutil.disk_usage(self.path.parent).free
+                reason = "the disk is full" if free < 2**20 else f"ffmpeg stopped: {str(error).splitlines()[0]}"
+                raise LRRError(f"{self.path}: cannot write ({reason})") from None
+            self._frames += 1
+
+    def finish(self) -> None:
+        """Let ffmpeg finish the file and check that it holds every frame appended: ffmpeg
+        reports a failed write (a full disk) only on its own stderr, so an incomplete file
+        would otherwise pass for a finished one. Raises ``LRRError``; the file stays
+        temporary until :meth:`commit`."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._frames == 0:
+            raise LRRError(f"{self.path}: no frames to write")
+        problem = _video_problem(self._tmp, self._frames, self._fps)
+        if problem:
+            raise LRRError(f"{self.path}: cannot write ({problem})")
+
+    def commit(self) -> None:
+        """Move the finished file into place."""
+        self._context.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Stop ffmpeg and remove the temporary file (and any folder made for it)."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):  # the write already failed; the file goes anyway
+                self._writer.close()
+            self._writer = None
+        self._context.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
     def close(self, ok: bool = True) -> None:
-        self._writer.close()
-        if ok:
-            self._context.__exit__(None, None, None)
-        else:
-            self._context.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        """:meth:`finish` and :meth:`commit` (or :meth:`abort` when not ``ok`` or when
+        finishing fails)."""
+        if not ok:
+            self.abort()
+            return
+        try:
+            self.finish()
+        except BaseException:
+            self.abort()
+            raise
+        self.commit()
+
+
+def _video_problem(path: Path, frames: int, fps: float) -> str | None:
+    """Why the video file at ``path`` does not hold ``frames`` frames at ``fps``, or None."""
+    import imageio.v2 as imageio
+
+    try:
+        reader = imageio.get_reader(path, format="ffmpeg")
+        duration = reader.get_meta_data().get("duration")
+        reader.close()
+    except Exception:  # imageio raises many types for an unreadable file
+        duration = None
+    if duration and abs(duration * fps - frames) <= 1.5:
+        return None
+    free = shutil.disk_usage(path.parent).free
+    reason = "the disk is full" if free < 2**20 else "ffmpeg could not finish the video"
+    return f"{reason}; the file came out incomplete and was removed"

@@ -6,8 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
-from helpers import snapshot
+from helpers import assert_clean_failure, snapshot
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -172,3 +173,34 @@ def test_sixteen_bit_grey_frames_are_scaled_not_clipped(tmp_path):
     chunk, _ = next(read_video_chunks(tmp_path, chunk_frames=3))
     assert chunk.shape == (3, 3, 12, 16)
     assert abs(float(chunk.mean()) - 0.5) < 0.01  # clipped at 255 it would be nearly all white
+
+
+@pytest.mark.parametrize(
+    ("seconds", "message"),
+    [("1", "cannot write (ffmpeg stopped: [Errno 32] Broken pipe)"), ("3", "cannot write (ffmpeg could not finish")],
+)
+def test_a_video_that_ffmpeg_cannot_finish_is_an_error_and_leaves_nothing(files, monkeypatch, seconds, message):
+    """ffmpeg reports a failed write (a full disk) only on its own stderr and leaves a short
+    file. ``-t`` (stop after so many seconds of video) makes it stop early here: at 1 s it
+    quits while frames are still sent (a broken pipe), at 3 s of 3.2 it takes every frame
+    but writes only 75 of the 80. The run must fail with one line, and no output may be
+    left as if complete. (Checked by hand on a 100 KiB tmpfs too: "foreground.mp4: cannot
+    write (the disk is full; the file came out incomplete and was removed)".)"""
+    import imageio.v2 as imageio
+
+    real_get_writer = imageio.get_writer
+
+    def stopping_get_writer(path, *args, **kwargs):
+        kwargs["output_params"] = [*kwargs.get("output_params", []), "-t", seconds]
+        return real_get_writer(path, *args, **kwargs)
+
+    monkeypatch.setattr(imageio, "get_writer", stopping_get_writer)
+    noise = files / "noise"  # 80 frames at 25 fps: 3.2 s
+    noise.mkdir()
+    g = np.random.default_rng(0)
+    for t in range(80):
+        Image.fromarray(g.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(noise / f"{t:02d}.png")
+    before = snapshot(files)
+    result = runner.invoke(app, ["separate", str(noise), "--output-dir", str(files / "out"), "-q"])
+    assert_clean_failure(result, message, files, before)
+    assert len(result.output.strip().splitlines()) == 1 and not (files / "out").exists()

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lrrtool.errors import LRRError
 from lrrtool.media import read_image
 from lrrtool.tasks.separate import (
     SeparatedChunk,
@@ -260,3 +261,19 @@ def test_cli_warns_when_the_camera_moves(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "warning:" in result.output and "moving camera" in result.output
+
+
+def test_components_limit_keeps_a_stopped_object_in_the_foreground():
+    """An object still for 24 of 60 frames is a second temporal component; the automatic
+    rule keeps it as background, ``components=1`` keeps it foreground."""
+    video, _, _ = planted_clip(frames=60, dimming=False)
+    still = torch.zeros(60, 96, 128, dtype=torch.bool)
+    still[18:42, 40:70, 50:90] = True
+    video[18:42, :, 40:70, 50:90] = torch.tensor([250, 20, 20], dtype=torch.uint8).view(3, 1, 1)
+    auto = run(video, work_pixels=32 * 24)
+    one = run(video, work_pixels=32 * 24, components=1)
+    recall = lambda part: float((part.mask & still).sum() / still.sum())  # noqa: E731
+    assert auto.components >= 2 and recall(auto) < 0.1
+    assert one.components == 1 and recall(one) > 0.95
+    with pytest.raises(LRRError, match="work_pixels 0"):
+        SeparateSettings(work_pixels=0, components=1).resolved()

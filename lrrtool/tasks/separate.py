@@ -58,13 +58,18 @@ class SeparateSettings(TaskSettings):
     None: 100 (threshold, stops earlier at relative residual ``tol``) or 300 (adam).
     ``threshold`` and ``grow`` set the foreground mask (:func:`foreground_mask`).
     ``work_pixels``: frames with more pixels are solved on a working copy of about that
-    many pixels and lifted to full size (:func:`separate_lifted`); 0 solves at full size."""
+    many pixels and lifted to full size (:func:`separate_lifted`); 0 solves at full size
+    by robust PCA alone. ``components``: the most temporal components of the background
+    (0: as many as the solve finds, :func:`temporal_components`); 1 keeps one still scene
+    under changing light, so an object that stops stays foreground while it covers less
+    than half of a chunk."""
 
     solver: str | None = None
     tol: float | None = None
     threshold: float = 4.0
     grow: float = 2.5
     work_pixels: int = WORK_PIXELS
+    components: int = 0
 
     defaults: ClassVar[dict[str, dict[str, object]]] = {
         "threshold": {"solver": "threshold", "reg": "nuclear", "iters": 100, "tol": 1e-5},
@@ -74,12 +79,14 @@ class SeparateSettings(TaskSettings):
         "tol": ("threshold",),
         **dict.fromkeys(("lr", "estimator"), ("adam",)),
     }
-    nonnegative: ClassVar[tuple[str, ...]] = ("tol", "threshold", "grow", "work_pixels")
+    nonnegative: ClassVar[tuple[str, ...]] = ("tol", "threshold", "grow", "work_pixels", "components")
 
     def check(self, s: dict[str, object]) -> None:
         super().check(s)
         if s["lam"] is not None and not s["lam"] > 0:
             raise LRRError(f"lam must be > 0, got {s['lam']}", parameter="lam")
+        if s["components"] and not s["work_pixels"]:
+            raise LRRError("components sets the per-pixel fit, which work_pixels 0 turns off", parameter="components")
 
 
 def default_lambda(pixels: int, frames: int) -> float:
@@ -277,15 +284,15 @@ def block_mean(frames: Tensor, k: int, dtype: torch.dtype) -> Tensor:
     return torch.cat(parts)
 
 
-def temporal_components(low_rank: Tensor) -> Tensor:
+def temporal_components(low_rank: Tensor, limit: int = 0) -> Tensor:
     r"""Orthonormal temporal basis ``B`` ``(T, r)`` of a low-rank video ``(T, ...)``: the
     left singular vectors of its ``T x D`` matrix (from the ``T x T`` Gram matrix, in
     float64) with :math:`\sigma_i > \text{COMPONENT\_TOL}\,\sigma_1`, at most
-    ``MAX_COMPONENTS``, largest first. ``r >= 1``."""
+    ``MAX_COMPONENTS`` (and at most ``limit`` when it is not 0), largest first. ``r >= 1``."""
     M = low_rank.reshape(low_rank.shape[0], -1).double()
     values, vectors = torch.linalg.eigh(M @ M.T)
     kept = int((values > COMPONENT_TOL**2 * values[-1].clamp_min(torch.finfo(values.dtype).tiny)).sum())
-    kept = min(max(kept, 1), MAX_COMPONENTS)
+    kept = min(max(kept, 1), MAX_COMPONENTS, limit or MAX_COMPONENTS)
     return vectors[:, -kept:].flip(-1).to(low_rank.dtype)
 
 
@@ -369,7 +376,7 @@ def separate_lifted(
     if memory is not None:
         small = torch.cat([small, memory.to(small)])
     low_rank, result = _solve(small, s, callback)
-    basis = temporal_components(low_rank).to(work_dtype)
+    basis = temporal_components(low_rank, s.components).to(work_dtype)
     M = 0 if memory_full is None else memory_full.shape[0]
     if small.shape[0] - T != M:
         raise LRRError(f"memory_full has {M} frames but memory has {small.shape[0] - T}")
