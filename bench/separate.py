@@ -138,8 +138,8 @@ def planted(skip_pyrpca: bool) -> None:
         start = time.perf_counter()
         part = next(separate_chunks([frames.to(DEVICE)], settings))
         seconds = time.perf_counter() - start
-        bg = part.background.cpu().float()
-        bg = bg / 255 if part.background.dtype == torch.uint8 else bg
+        bg = part.background.cpu()
+        bg = bg.float() / 255 if bg.dtype == torch.uint8 else bg
         score = f_measure(part.mask.cpu(), truth)
         print(f"| {label}, its own mask rule | {score:.4f} | {psnr(bg, clean):.2f} | {seconds:.1f} |")
     if skip_pyrpca:
@@ -283,8 +283,8 @@ def lift_against_full() -> None:
             start = time.perf_counter()
             part = next(separate_chunks([frames.to(DEVICE)], settings))
             seconds = time.perf_counter() - start
-            background = part.background.cpu().float()
-            background = background / 255 if part.background.dtype == torch.uint8 else background
+            background = part.background.cpu()
+            background = background.float() / 255 if background.dtype == torch.uint8 else background
             h, w = working_size(180, 320, pixels)
             label = {0: "robust PCA alone (`--work-pixels 0`)", 320 * 180: "full size, then the per-pixel fit"}
             label = label.get(pixels, "small, lifted by the per-pixel fit")

@@ -20,7 +20,13 @@ from lrrtool.metrics import psnr, ssim
 from lrrtool.solvers import Callback, SolveResult
 from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma
 from lrrtool.tasks.inpaint import InpaintSettings, inpaint
-from lrrtool.tasks.separate import POOR_FIT_SPREAD, SeparateSettings, chunk_frames_for, separate_chunks
+from lrrtool.tasks.separate import (
+    MASK_BATCH,
+    POOR_FIT_SPREAD,
+    SeparateSettings,
+    chunk_frames_for,
+    separate_chunks,
+)
 
 #: ``progress(label)`` gives a context manager yielding a solver callback (or None).
 ProgressFactory = Callable[[str], AbstractContextManager[Callback | None]]
@@ -250,10 +256,12 @@ def separate_video(
 
 def write_chunk(part, writers: dict[str, media.VideoWriter], png_folder: Path | None, first: int) -> None:
     """Append one solved chunk to the open ``writers`` (and PNG frames into ``png_folder``),
-    a few frames at a time so that no float copy of the whole chunk is made."""
-    for begin in range(0, part.mask.shape[0], 16):
-        end = begin + 16
-        background, mask = part.background[begin:end], part.mask[begin:end, None]
+    ``MASK_BATCH`` frames at a time, so that no frame-sized copy of the whole chunk is
+    made (a lifted background is made from its fit batch by batch)."""
+    for begin in range(0, part.mask.shape[0], MASK_BATCH):
+        end = begin + MASK_BATCH
+        mask = part.mask[begin:end, None]
+        background = part.background_frames(begin, end) if "background" in writers or png_folder else None
         if "background" in writers:
             writers["background"].append(background)
         if "foreground" in writers:
@@ -261,7 +269,7 @@ def write_chunk(part, writers: dict[str, media.VideoWriter], png_folder: Path | 
         if "mask" in writers:
             writers["mask"].append(mask.to(torch.uint8) * 255)
         if png_folder is not None:
-            for t in range(background.shape[0]):
+            for t in range(mask.shape[0]):
                 index = first + begin + t
                 media.write_image(png_folder / f"background_{index:05d}.png", _unit(background[t]))
                 media.write_image(png_folder / f"mask_{index:05d}.png", mask[t].float())

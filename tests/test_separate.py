@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from lrrtool.errors import LRRError
 from lrrtool.media import read_image
 from lrrtool.tasks.separate import (
-    SeparatedChunk,
     SeparateSettings,
     _dilate,
     block_mean,
@@ -193,12 +192,23 @@ def test_chunks_carry_a_full_size_background_and_stream_uint8():
 
 
 def test_foreground_view_in_integers_matches_the_float_rule():
-    g = torch.Generator().manual_seed(7)
-    frames = torch.randint(0, 256, (4, 3, 8, 8), generator=g, dtype=torch.uint8)
-    background = torch.randint(0, 256, (4, 3, 8, 8), generator=g, dtype=torch.uint8)
-    part = SeparatedChunk(0, frames, background, torch.zeros(4, 8, 8, dtype=torch.bool), None)
-    expected = ((frames.float() - background.float()).abs() * 4).clamp(max=255)
+    video, _, _ = planted_clip(frames=20)
+    part = run(video, work_pixels=32 * 24)
+    expected = ((video.float() - part.background.float()).abs() * 4).clamp(max=255)
+    assert part.foreground_view().dtype == torch.uint8
     assert (part.foreground_view().float() - expected).abs().max() <= 3  # saturates at 252
+    torch.testing.assert_close(part.foreground(), video.float() / 255 - part.background.float() / 255)
+
+
+def test_lifted_chunk_makes_its_background_on_demand_batch_by_batch():
+    """The lifted chunk stores coefficients, not frames; any slice of its background equals
+    the same slice of the whole, and the carried frames follow from it."""
+    video, _, _ = planted_clip(frames=30)
+    part = run(video, work_pixels=32 * 24)
+    whole = part.background
+    assert whole.shape == video.shape and whole.dtype == torch.uint8
+    assert torch.equal(part.background_frames(7, 19), whole[7:19])
+    assert part.lifted.coefficients.shape == (1, 3, 96, 128)
 
 
 def test_residual_mask_grows_seeds_into_connected_candidates():

@@ -151,19 +151,23 @@ def foreground_mask(foreground: Tensor, threshold: float = 4.0, grow: float = 2.
     return residual_mask(foreground.abs().amax(dim=1), threshold, grow, steps)
 
 
-def residual_mask(residual: Tensor, threshold: float = 4.0, grow: float = 2.5, steps: int = 10) -> Tensor:
-    r"""Binary mask ``(T, H, W)`` of a residual magnitude ``r`` ``(T, H, W)`` by hysteresis.
+def residual_mask(
+    residual: Tensor | Iterable[Tensor], threshold: float = 4.0, grow: float = 2.5, steps: int = 10
+) -> Tensor:
+    r"""Binary mask ``(T, H, W)`` of a residual magnitude ``r`` ``(T, H, W)`` (or of its
+    successive batches of frames) by hysteresis.
 
     The noise level :math:`\hat s` is estimated per frame and per region
     (:func:`noise_levels`), so a frame or an area with more noise (a compressed key frame,
     foliage) does not flood the mask. Pixels with ``r > threshold * s`` (and > 2/255)
     are seeds; the mask then grows ``steps`` times into 8-neighbours with
     ``r > grow * s`` (and > 1/255), as Canny's edge hysteresis does. The two thresholds
-    are set per region and interpolated bilinearly over the frame. Runs in batches
-    of frames, so its temporaries stay a few frames large.
+    are set per region and interpolated bilinearly over the frame. Runs a batch of frames
+    at a time, so its temporaries stay a few frames large.
     """
+    batches = residual.split(MASK_BATCH) if isinstance(residual, Tensor) else residual
     masks = []
-    for batch in residual.split(MASK_BATCH):
+    for batch in batches:
         batch = batch.float()
         levels = noise_levels(batch)  # thresholds per region, then spread over the frame
         mask = batch > _spread(torch.clamp(threshold * levels, min=2 / 255), batch.shape)
@@ -250,7 +254,7 @@ PRIOR_FRAMES = 8
 #: Their total weight, in frames.
 PRIOR_WEIGHT = 2.0
 #: Values (frames x pixels x channels) per band of the full-size fit.
-FIT_BAND_VALUES = 2**23
+FIT_BAND_VALUES = 2**20
 
 
 def working_factor(height: int, width: int, pixels: int) -> int:
@@ -319,7 +323,7 @@ def robust_fit(
     coefficients = torch.linalg.solve(basis.T @ basis + ridge, basis.T @ values)
     outer = (basis[:, :, None] * basis[:, None, :]).reshape(S, r * r).T
     for _ in range(steps):
-        weights = (values - basis @ coefficients).abs_().clamp_min_(floor).reciprocal_()
+        weights = subtract_combination(values.clone(), basis, coefficients).abs_().clamp_min_(floor).reciprocal_()
         if row_weights is not None:
             weights.mul_(row_weights[:, None])
         right = basis.T @ (weights * values)
@@ -331,18 +335,65 @@ def robust_fit(
     return coefficients
 
 
+def combine(basis: Tensor, coefficients: Tensor) -> Tensor:
+    """``basis @ coefficients`` for ``basis`` ``(S, r)`` and ``coefficients`` ``(r, ...)``:
+    ``(S, ...)``, as one multiply-add per component. A GEMM with inner size ``r`` is
+    memory-bound on the CPU (r = 1, 40 x 207,360, with the subtraction: 5.7 ms as a
+    matmul, 1.7 ms as an ``addcmul``)."""
+    shape = (-1,) + (1,) * (coefficients.ndim - 1)
+    result = basis[:, 0].reshape(shape) * coefficients[0]
+    for k in range(1, basis.shape[1]):
+        result.addcmul_(basis[:, k].reshape(shape), coefficients[k])
+    return result
+
+
+def subtract_combination(values: Tensor, basis: Tensor, coefficients: Tensor) -> Tensor:
+    """``values - basis @ coefficients``, in place in ``values`` (see :func:`combine`)."""
+    shape = (-1,) + (1,) * (coefficients.ndim - 1)
+    for k in range(basis.shape[1]):
+        values.addcmul_(basis[:, k].reshape(shape), coefficients[k], value=-1)
+    return values
+
+
 @dataclass
 class LiftedSolve:
-    """The working solve lifted to full size: ``background`` ``(T, C, H, W)`` uint8,
-    ``residual`` ``(T, H, W)`` float16 in ``[0, 1]`` units (``|frame - background|`` maxed
-    over channels, from the unquantised fit), the working ``low_rank`` ``(T + M, C, h, w)``, the
-    ``components`` kept and the working solve's ``result``."""
+    """The working solve lifted to full size: the background of frame ``t`` is
+    ``basis[t] @ coefficients``, in units of ``levels`` (255 for uint8 input, 1 for
+    float). ``basis`` ``(T + M, r)``: the temporal components over the chunk and the
+    carried frames; ``coefficients`` ``(r, C, H, W)`` float32, one set per full-size
+    pixel; ``low_rank`` ``(T + M, C, h, w)``: the working solve's background; ``result``:
+    its solve. Nothing frame-sized is stored: backgrounds and residuals are made on demand,
+    a few frames at a time."""
 
-    background: Tensor
-    residual: Tensor
+    basis: Tensor
+    coefficients: Tensor
+    levels: float
     low_rank: Tensor
-    components: int
     result: SolveResult
+
+    @property
+    def components(self) -> int:
+        return self.basis.shape[1]
+
+    def background(self, start: int, stop: int) -> Tensor:
+        """uint8 ``(stop - start, C, H, W)``: the background of frames ``start:stop``."""
+        fitted = self.fit(start, stop)
+        return fitted.clamp_(0, self.levels).mul_(255 / self.levels).round_().to(torch.uint8)
+
+    def fit(self, start: int, stop: int) -> Tensor:
+        """The unquantised background of frames ``start:stop`` in units of ``levels``."""
+        return combine(self.basis[start:stop], self.coefficients)
+
+    def residuals(self, frames: Tensor, batch: int = 0) -> Iterator[Tensor]:
+        """``|frame - background|`` maxed over channels, ``(b, H, W)`` float in ``[0, 1]``
+        units, for successive batches of ``batch`` (default ``MASK_BATCH``) of the chunk's
+        ``frames``."""
+        size = batch or MASK_BATCH
+        for start in range(0, frames.shape[0], size):
+            stop = min(start + size, frames.shape[0])
+            difference = frames[start:stop].to(self.coefficients.dtype)
+            subtract_combination(difference, self.basis[start:stop], self.coefficients)
+            yield difference.abs_().amax(dim=1).div_(self.levels)
 
 
 def separate_lifted(
@@ -356,17 +407,21 @@ def separate_lifted(
     r"""Solve small, lift to full size (compressed robust PCA).
 
     1. ``frames`` ``(T, C, H, W)`` (uint8, or float in ``[0, 1]``) are block-averaged to
-       :func:`working_size` (:func:`block_mean`) and solved as :func:`separate` does, with ``memory`` ``(M, C,
-       h, w)`` (working-size background of the previous chunk) as extra columns.
+       :func:`working_size` (:func:`block_mean`) and solved as :func:`separate` does, with
+       ``memory`` ``(M, C, h, w)`` (working-size background of the previous chunk) as
+       extra columns.
     2. The working background's temporal components ``B`` ``(T + M, r)``
        (:func:`temporal_components`) carry its lighting changes.
-    3. Every full-size pixel's time series (the chunk, then ``memory_full`` ``(M, C, H,
-       W)``, the previous chunk's full-size background at the same frames) is fitted to
-       ``B`` in the L1 sense (:func:`robust_fit`), in bands of rows.
+    3. Every full-size pixel's time series is fitted to ``B`` in the L1 sense
+       (:func:`robust_fit`), in bands of rows, on ``FIT_FRAMES`` frames spread over the
+       chunk and ``memory_full`` ``(M, C, H, W)`` uint8 (the previous chunk's full-size
+       background at the carried frames), plus ``PRIOR_FRAMES`` frames of the working
+       background upsampled, at a total weight of ``PRIOR_WEIGHT`` frames.
 
-    Cost: the working solve, plus ``O(FIT_STEPS (T + M) C H W r^2)`` for the fit. Held at
-    once: ``frames``, the uint8 background, the float16 residual, and one band's
-    temporaries (``FIT_BAND_VALUES`` values each).
+    Cost: the working solve, plus ``O(FIT_STEPS (FIT_FRAMES + PRIOR_FRAMES) C H W r^2)``
+    for the fit. Held besides ``frames``: the coefficients (``r`` floats per value), the
+    upsampled prior frames (uint8) and one band's temporaries (``FIT_BAND_VALUES`` values
+    each).
     """
     s = settings.resolved()
     T, C, H, W = frames.shape
@@ -380,11 +435,6 @@ def separate_lifted(
     M = 0 if memory_full is None else memory_full.shape[0]
     if small.shape[0] - T != M:
         raise LRRError(f"memory_full has {M} frames but memory has {small.shape[0] - T}")
-    background = torch.empty_like(frames, dtype=torch.uint8)
-    residual = torch.empty(T, H, W, dtype=torch.float16, device=frames.device)
-    # The coefficients are fitted on at most FIT_FRAMES frames spread over the chunk and
-    # the carried frames, plus PRIOR_FRAMES of the working background upsampled; the
-    # background then follows for every frame from the basis.
     sample = torch.linspace(0, T + M - 1, min(FIT_FRAMES, T + M)).round().long().unique().to(basis.device)
     sample_frames, sample_memory = sample[sample < T], sample[sample >= T] - T
     prior_rows = torch.linspace(0, T - 1, min(PRIOR_FRAMES, T)).round().long().unique().to(basis.device)
@@ -393,21 +443,18 @@ def separate_lifted(
     fit_basis = torch.cat([basis[sample], basis[prior_rows]])
     row_weights = torch.ones(len(fit_basis), dtype=work_dtype, device=basis.device)
     row_weights[len(sample) :] = PRIOR_WEIGHT / len(prior_rows)
-    rows = max(1, FIT_BAND_VALUES // ((T + len(fit_basis)) * C * W))
+    coefficients = torch.empty(basis.shape[1], C, H, W, dtype=work_dtype, device=frames.device)
+    rows = max(1, FIT_BAND_VALUES // (len(fit_basis) * C * W))
     for top in range(0, H, rows):
         band = slice(top, min(top + rows, H))
-        values = frames[:, :, band].to(work_dtype, copy=True)  # modified in place below
-        fitted = [values[sample_frames]]  # in the order of fit_basis: frames, memory, prior
+        fitted = [frames[sample_frames, :, band].to(work_dtype)]  # in the order of fit_basis
         if len(sample_memory):
             fitted.append(memory_full[sample_memory, :, band].to(work_dtype) * (levels / 255))
         fitted.append(prior[:, :, band].to(work_dtype) * (levels / 255))
-        coefficients = robust_fit(
-            torch.cat(fitted).reshape(len(fit_basis), -1), fit_basis, floor=FIT_FLOOR * levels, row_weights=row_weights
-        )
-        fit = (basis[:T] @ coefficients).reshape(values.shape)
-        residual[:, band] = values.sub_(fit).abs_().amax(dim=1).div_(levels).to(torch.float16)
-        background[:, :, band] = fit.clamp_(0, levels).mul_(255 / levels).round_().to(torch.uint8)
-    return LiftedSolve(background, residual, low_rank, basis.shape[1], result)
+        values = torch.cat(fitted).reshape(len(fit_basis), -1)
+        fit = robust_fit(values, fit_basis, floor=FIT_FLOOR * levels, row_weights=row_weights)
+        coefficients[:, :, band] = fit.reshape(-1, C, band.stop - top, W)
+    return LiftedSolve(basis, coefficients, levels, low_rank, result)
 
 
 def chunk_frames_for(
@@ -423,9 +470,9 @@ def chunk_frames_for(
 
     ``work_pixels`` 0 (robust PCA on the frames themselves): the solver's working copies
     of the chunk and the carried frames. Otherwise (:func:`separate_lifted`): per frame
-    the uint8 frames and background, the float16 residual, the mask and the working
-    solve's copies; fixed: the fit's band temporaries, the carried and prior frames and
-    the mask rule's batch. ``RUNTIME_GIB`` of the budget is left to the process itself."""
+    the uint8 frame, its mask and the working solve's copies; fixed: the coefficients,
+    the fit's band temporaries, the carried and prior frames, and a batch of the mask
+    rule and of the output. ``RUNTIME_GIB`` of the budget is left to the process itself."""
     C, H, W = frame_shape
     s = settings.resolved()
     h, w = working_size(H, W, s.work_pixels)
@@ -434,9 +481,10 @@ def chunk_frames_for(
     if s.work_pixels == 0:
         per_frame, fixed = C * H * W * bytes_per_value * copies, 0
     else:
-        per_frame = 2 * C * H * W + 3 * H * W + C * h * w * bytes_per_value * copies
-        fixed = FIT_BAND_VALUES * bytes_per_value * LIFT_BAND_COPIES + MEMORY_FRAMES * C * H * W
-        fixed += PRIOR_FRAMES * C * H * W + MASK_BATCH * MASK_COPIES * H * W * bytes_per_value
+        per_frame = C * H * W + H * W + C * h * w * bytes_per_value * copies
+        fixed = FIT_BAND_VALUES * bytes_per_value * LIFT_BAND_COPIES + (MEMORY_FRAMES + PRIOR_FRAMES) * C * H * W
+        fixed += MAX_COMPONENTS * C * H * W * bytes_per_value  # the coefficients
+        fixed += MASK_BATCH * (MASK_COPIES * H * W * bytes_per_value + OUTPUT_COPIES * C * H * W)
     budget = int(((memory_gib - RUNTIME_GIB) * 2**30 - fixed) // per_frame)
     if budget < 2 + MEMORY_FRAMES:
         raise LRRError(
@@ -451,6 +499,9 @@ def chunk_frames_for(
 RUNTIME_GIB = 0.4
 #: Frame-sized float temporaries per frame of a batch of the mask rule.
 MASK_COPIES = 4
+#: uint8 copies of a frame while a batch is written (background, foreground view, the
+#: writers' layout).
+OUTPUT_COPIES = 5
 #: Band-sized temporaries :func:`robust_fit` and :func:`separate_lifted` hold at once.
 LIFT_BAND_COPIES = 7
 #: A frame whose mask covers more than this fraction is counted as poorly fitted.
@@ -471,23 +522,41 @@ def temporal_spread(low_rank: Tensor) -> float:
 
 @dataclass
 class SeparatedChunk:
-    """One solved chunk: the input ``frames`` and its ``background`` ``(T, C, H, W)``
-    (float in ``[0, 1]``, or uint8 when the chunk was lifted), ``mask`` ``(T, H, W)``,
-    the solve's ``result``, ``components``: temporal components of a lifted background
-    (None when solved at full size), and ``spread``: :func:`temporal_spread` of the
-    solved background (above ``POOR_FIT_SPREAD``: not one still scene)."""
+    """One solved chunk: the input ``frames`` ``(T, C, H, W)``, its ``mask`` ``(T, H, W)``,
+    the solve's ``result``, ``spread``: :func:`temporal_spread` of the solved background
+    (above ``POOR_FIT_SPREAD``: not one still scene), and the background: ``solved``
+    (float ``(T, C, H, W)``, plain robust PCA) or ``lifted`` (made on demand from the
+    per-pixel fit, uint8); see :meth:`background_frames`."""
 
     index: int
     frames: Tensor
-    background: Tensor
     mask: Tensor
     result: SolveResult
-    components: int | None = None
     spread: float = 0.0
+    solved: Tensor | None = None
+    lifted: LiftedSolve | None = None
+
+    @property
+    def components(self) -> int | None:
+        """Temporal components of a lifted background (None for plain robust PCA)."""
+        return None if self.lifted is None else self.lifted.components
 
     @property
     def poor_fit(self) -> bool:
         return self.spread > POOR_FIT_SPREAD
+
+    def background_frames(self, start: int = 0, stop: int | None = None) -> Tensor:
+        """The background of frames ``start:stop``: float in ``[0, 1]`` (plain robust
+        PCA) or uint8 (lifted)."""
+        stop = self.mask.shape[0] if stop is None else min(stop, self.mask.shape[0])
+        if self.lifted is not None:
+            return self.lifted.background(start, stop)
+        return self.solved[start:stop]
+
+    @property
+    def background(self) -> Tensor:
+        """The whole chunk's background (a frame-sized copy of the chunk when lifted)."""
+        return self.background_frames()
 
     @property
     def foreground_fraction(self) -> float:
@@ -502,12 +571,12 @@ class SeparatedChunk:
 
     def foreground(self, start: int = 0, stop: int | None = None) -> Tensor:
         """``frames - background`` in ``[-1, 1]`` (float32) for frames ``start:stop``."""
-        return _unit(self.frames[start:stop]) - _unit(self.background[start:stop])
+        return _unit(self.frames[start:stop]) - _unit(self.background_frames(start, stop))
 
     def foreground_view(self, start: int = 0, stop: int | None = None, gain: int = 4) -> Tensor:
         """``|frames - background| * gain``, clamped to ``[0, 1]``, for frames ``start:stop``:
         uint8, in integers, when both are uint8 (no float copy), else float."""
-        frames, background = self.frames[start:stop], self.background[start:stop]
+        frames, background = self.frames[start:stop], self.background_frames(start, stop)
         if frames.dtype == background.dtype == torch.uint8:
             difference = torch.maximum(frames, background) - torch.minimum(frames, background)
             return difference.clamp_(max=255 // gain).mul_(gain)
@@ -558,23 +627,22 @@ def _separate_chunk(
     full-size background frames it carries into the next."""
     s = settings.resolved()
     T = chunk.shape[0]
+    rows = torch.linspace(0, T - 1, MEMORY_FRAMES).round().long().unique()
     if s.work_pixels == 0:
         frames = _unit(chunk.to(device)).to(dtype)
         bg, _, mask, result = separate(frames, settings, memory=memory, callback=callback)
-        part = SeparatedChunk(index, frames, bg, mask, result, spread=temporal_spread(bg))
-    else:
-        frames = chunk.to(device)
-        lifted = separate_lifted(
-            frames if frames.dtype == torch.uint8 else frames.to(dtype),
-            settings,
-            memory=None if memory is None else memory.to(dtype),
-            memory_full=memory_full,
-            callback=callback,
-        )
-        mask = residual_mask(lifted.residual, s.threshold, s.grow)
-        spread = temporal_spread(lifted.low_rank)
-        part = SeparatedChunk(index, frames, lifted.background, mask, lifted.result, lifted.components, spread)
-        bg = lifted.low_rank[:T].clamp(0, 1)
-    rows = torch.linspace(0, T - 1, MEMORY_FRAMES).round().long().unique().to(bg.device)
-    carried_full = None if part.components is None else part.background[rows.to(part.background.device)]
-    return part, bg[rows], carried_full
+        part = SeparatedChunk(index, frames, mask, result, spread=temporal_spread(bg), solved=bg)
+        return part, bg[rows.to(bg.device)], None
+    frames = chunk.to(device)
+    lifted = separate_lifted(
+        frames if frames.dtype == torch.uint8 else frames.to(dtype),
+        settings,
+        memory=None if memory is None else memory.to(dtype),
+        memory_full=memory_full,
+        callback=callback,
+    )
+    mask = residual_mask(lifted.residuals(frames), s.threshold, s.grow)
+    part = SeparatedChunk(index, frames, mask, lifted.result, temporal_spread(lifted.low_rank), lifted=lifted)
+    rows = rows.to(lifted.low_rank.device)
+    carried_full = torch.cat([lifted.background(int(t), int(t) + 1) for t in rows])
+    return part, lifted.low_rank[:T][rows].clamp(0, 1), carried_full
