@@ -196,6 +196,7 @@ def separate_video(
         for chunk, rate in stream:
             fps[0] = rate
             yield chunk
+            del chunk  # not held while the next chunk is decoded
 
     writers: dict[str, media.VideoWriter] = {}
     results, total, ok, created, poor = [], 0, False, [], []
@@ -261,11 +262,13 @@ def write_chunk(part, writers: dict[str, media.VideoWriter], png_folder: Path | 
     for begin in range(0, part.mask.shape[0], MASK_BATCH):
         end = begin + MASK_BATCH
         mask = part.mask[begin:end, None]
-        background = part.background_frames(begin, end) if "background" in writers or png_folder else None
+        background = None
+        if writers.keys() & {"background", "foreground"} or png_folder:
+            background = part.background_frames(begin, end)
         if "background" in writers:
             writers["background"].append(background)
         if "foreground" in writers:
-            writers["foreground"].append(part.foreground_view(begin, end))
+            writers["foreground"].append(part.foreground_view(begin, end, background=background))
         if "mask" in writers:
             writers["mask"].append(mask.to(torch.uint8) * 255)
         if png_folder is not None:

@@ -152,7 +152,12 @@ def foreground_mask(foreground: Tensor, threshold: float = 4.0, grow: float = 2.
 
 
 def residual_mask(
-    residual: Tensor | Iterable[Tensor], threshold: float = 4.0, grow: float = 2.5, steps: int = 10
+    residual: Tensor | Iterable[Tensor],
+    threshold: float = 4.0,
+    grow: float = 2.5,
+    steps: int = 10,
+    *,
+    out: Tensor | None = None,
 ) -> Tensor:
     r"""Binary mask ``(T, H, W)`` of a residual magnitude ``r`` ``(T, H, W)`` (or of its
     successive batches of frames) by hysteresis.
@@ -163,10 +168,11 @@ def residual_mask(
     are seeds; the mask then grows ``steps`` times into 8-neighbours with
     ``r > grow * s`` (and > 1/255), as Canny's edge hysteresis does. The two thresholds
     are set per region and interpolated bilinearly over the frame. Runs a batch of frames
-    at a time, so its temporaries stay a few frames large.
+    at a time, so its temporaries stay a few frames large; with batches, ``out`` ``(T, H,
+    W)`` bool receives the mask (no second copy while joining them).
     """
     batches = residual.split(MASK_BATCH) if isinstance(residual, Tensor) else residual
-    masks = []
+    masks, filled = [], 0
     for batch in batches:
         batch = batch.float()
         levels = noise_levels(batch)  # thresholds per region, then spread over the frame
@@ -174,8 +180,12 @@ def residual_mask(
         candidates = batch > _spread(torch.clamp(grow * levels, min=1 / 255), batch.shape)
         for _ in range(steps):
             mask = _dilate(mask) & candidates
-        masks.append(mask)
-    return torch.cat(masks)
+        if out is None:
+            masks.append(mask)
+        else:
+            out[filled : filled + mask.shape[0]] = mask
+        filled += mask.shape[0]
+    return torch.cat(masks) if out is None else out[:filled]
 
 
 def _dilate(mask: Tensor) -> Tensor:
@@ -376,9 +386,13 @@ class LiftedSolve:
         return self.basis.shape[1]
 
     def background(self, start: int, stop: int) -> Tensor:
-        """uint8 ``(stop - start, C, H, W)``: the background of frames ``start:stop``."""
-        fitted = self.fit(start, stop)
-        return fitted.clamp_(0, self.levels).mul_(255 / self.levels).round_().to(torch.uint8)
+        """uint8 ``(stop - start, C, H, W)``: the background of frames ``start:stop``, made
+        a frame at a time (one float frame of temporaries)."""
+        out = torch.empty(stop - start, *self.coefficients.shape[1:], dtype=torch.uint8, device=self.basis.device)
+        for t in range(start, stop):
+            fitted = self.fit(t, t + 1)
+            out[t - start] = fitted[0].clamp_(0, self.levels).mul_(255 / self.levels).round_()
+        return out
 
     def fit(self, start: int, stop: int) -> Tensor:
         """The unquantised background of frames ``start:stop`` in units of ``levels``."""
@@ -484,7 +498,7 @@ def chunk_frames_for(
         per_frame = C * H * W + H * W + C * h * w * bytes_per_value * copies
         fixed = FIT_BAND_VALUES * bytes_per_value * LIFT_BAND_COPIES + (MEMORY_FRAMES + PRIOR_FRAMES) * C * H * W
         fixed += MAX_COMPONENTS * C * H * W * bytes_per_value  # the coefficients
-        fixed += MASK_BATCH * (MASK_COPIES * H * W * bytes_per_value + OUTPUT_COPIES * C * H * W)
+        fixed += MASK_BATCH * max(MASK_COPIES * H * W * bytes_per_value, OUTPUT_COPIES * C * H * W)  # not at once
     budget = int(((memory_gib - RUNTIME_GIB) * 2**30 - fixed) // per_frame)
     if budget < 2 + MEMORY_FRAMES:
         raise LRRError(
@@ -559,24 +573,35 @@ class SeparatedChunk:
         return self.background_frames()
 
     @property
+    def frame_coverage(self) -> Tensor:
+        """The share of each frame the mask covers, ``(T,)`` float64; counted a few frames at
+        a time (a count over the whole mask makes an int64 copy of it, 0.9 GB at 1080p)."""
+        counts = [torch.count_nonzero(batch.flatten(1), dim=1) for batch in self.mask.split(MASK_BATCH)]
+        return torch.cat(counts).double() / max(self.mask[0].numel(), 1)
+
+    @property
     def foreground_fraction(self) -> float:
-        return float(self.mask.float().mean())
+        return float(self.frame_coverage.mean())
 
     @property
     def poor_frames(self) -> list[int]:
         """Frames (within the chunk) whose mask covers more than ``POOR_FIT_FRACTION``:
         the low-rank background does not explain them (a moving camera, a scene cut)."""
-        covered = self.mask.flatten(1).float().mean(dim=1)
-        return torch.nonzero(covered > POOR_FIT_FRACTION).flatten().tolist()
+        return torch.nonzero(self.frame_coverage > POOR_FIT_FRACTION).flatten().tolist()
 
     def foreground(self, start: int = 0, stop: int | None = None) -> Tensor:
         """``frames - background`` in ``[-1, 1]`` (float32) for frames ``start:stop``."""
         return _unit(self.frames[start:stop]) - _unit(self.background_frames(start, stop))
 
-    def foreground_view(self, start: int = 0, stop: int | None = None, gain: int = 4) -> Tensor:
+    def foreground_view(
+        self, start: int = 0, stop: int | None = None, gain: int = 4, background: Tensor | None = None
+    ) -> Tensor:
         """``|frames - background| * gain``, clamped to ``[0, 1]``, for frames ``start:stop``:
-        uint8, in integers, when both are uint8 (no float copy), else float."""
-        frames, background = self.frames[start:stop], self.background_frames(start, stop)
+        uint8, in integers, when both are uint8 (no float copy), else float. ``background``:
+        those frames' background when the caller has made it already."""
+        frames = self.frames[start:stop]
+        if background is None:
+            background = self.background_frames(start, stop)
         if frames.dtype == background.dtype == torch.uint8:
             difference = torch.maximum(frames, background) - torch.minimum(frames, background)
             return difference.clamp_(max=255 // gain).mul_(gain)
@@ -602,7 +627,9 @@ def separate_chunks(
     ``progress(index)`` gives a context manager around each chunk's solve that yields
     its callback."""
     memory = memory_full = None
-    for index, chunk in enumerate(chunks):
+    index = -1
+    for chunk in chunks:  # not enumerate(): its cached result tuple would hold the last chunk
+        index += 1
         with progress(index) if progress is not None else nullcontext() as callback:
             part, memory, memory_full = _separate_chunk(
                 index, chunk, settings, memory, memory_full, device=device, dtype=dtype, callback=callback
@@ -641,7 +668,8 @@ def _separate_chunk(
         memory_full=memory_full,
         callback=callback,
     )
-    mask = residual_mask(lifted.residuals(frames), s.threshold, s.grow)
+    mask = torch.empty(T, *frames.shape[2:], dtype=torch.bool, device=frames.device)
+    mask = residual_mask(lifted.residuals(frames), s.threshold, s.grow, out=mask)
     part = SeparatedChunk(index, frames, mask, lifted.result, temporal_spread(lifted.low_rank), lifted=lifted)
     rows = rows.to(lifted.low_rank.device)
     carried_full = torch.cat([lifted.background(int(t), int(t) + 1) for t in rows])
