@@ -287,3 +287,13 @@ def test_components_limit_keeps_a_stopped_object_in_the_foreground():
     assert one.components == 1 and recall(one) > 0.95
     with pytest.raises(LRRError, match="work_pixels 0"):
         SeparateSettings(work_pixels=0, components=1).resolved()
+
+
+@pytest.mark.parametrize("pixels", [0, 32 * 24, 10**6])
+def test_float_frames_given_are_left_unchanged(pixels):
+    """A float chunk is worked on in place nowhere (a lifted residual once was)."""
+    video, _, _ = planted_clip(frames=12)
+    frames = video.float() / 255
+    before = frames.clone()
+    part = run(frames, work_pixels=pixels)
+    assert torch.equal(frames, before) and part.mask.shape == (12, 96, 128)

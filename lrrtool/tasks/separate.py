@@ -405,7 +405,7 @@ class LiftedSolve:
         size = batch or MASK_BATCH
         for start in range(0, frames.shape[0], size):
             stop = min(start + size, frames.shape[0])
-            difference = frames[start:stop].to(self.coefficients.dtype)
+            difference = frames[start:stop].to(self.coefficients.dtype, copy=True)  # changed in place
             subtract_combination(difference, self.basis[start:stop], self.coefficients)
             yield difference.abs_().amax(dim=1).div_(self.levels)
 
