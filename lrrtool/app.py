@@ -200,6 +200,8 @@ def separate_video(
 
     writers: dict[str, media.VideoWriter] = {}
     results, total, ok, created, poor = [], 0, False, [], []
+    if frames_done is not None:
+        frames_done(0, wanted)  # the bar's length before the first chunk
     of = f"/{total_chunks}" if total_chunks else ""
     try:
         solved = separate_chunks(
