@@ -233,6 +233,8 @@ def separate_video(
             release_freed_memory()
             if frames_done is not None:
                 frames_done(total, wanted)
+        if frames_done is not None:
+            frames_done(total, total)  # the metadata's count can be an estimate
         for writer in writers.values():  # every video checked before any is moved into place
             writer.finish()
         for writer in writers.values():

@@ -327,10 +327,8 @@ def read_video_chunks(
         frames = (_folder_frame(f, first.size) for f in files)
         fps = 25.0
     else:
-        import imageio.v2 as imageio
-
         try:
-            reader = imageio.get_reader(path, format="ffmpeg" if path.suffix.lower() != ".gif" else None)
+            reader = _video_reader(path)
             meta = reader.get_meta_data()
         except Exception as error:  # imageio raises many types for unreadable input
             raise LRRError(f"{path}: not a readable video ({_summary(error)})") from None
@@ -379,12 +377,25 @@ def _chunk(frames: torch.Tensor, raw: bool) -> torch.Tensor:
     return frames if raw else frames.float().div_(255)
 
 
+def _video_reader(path: Path):
+    """imageio's reader of a video file, giving the file's own frames: ffmpeg's default
+    output rate duplicates frames of a variable-rate file (OpenCV's ``tree.avi``: 449
+    frames decoded from 68), so the rate is passed through."""
+    import imageio.v2 as imageio
+
+    if path.suffix.lower() == ".gif":
+        return imageio.get_reader(path)
+    return imageio.get_reader(path, format="ffmpeg", output_params=["-fps_mode", "passthrough"])
+
+
 def video_probe(
     path: str | Path, *, scale: float | None = None, size: tuple[int, int] | None = None, grey: bool = False
 ) -> tuple[tuple[int, int, int], int | None]:
     """``((C, H, W), frames)``: the shape of the frames :func:`read_video_chunks` yields and
     the frame count (None when unknown), from one look at the file's metadata (or the
-    folder's first image). A file whose metadata gives no size has one frame decoded."""
+    folder's first image). The count is the container's, or duration x rate, which
+    over-counts a variable-rate file; it sizes progress, not the work. A file whose
+    metadata gives no size has one frame decoded."""
     path = Path(path)
     channels = 1 if grey else 3
     if not path.exists():
@@ -395,10 +406,8 @@ def video_probe(
             raise LRRError(f"{path}: the folder holds no image files")
         width, height = _target_size(*_open(files[0]).size, scale, size)
         return (channels, height, width), len(files)
-    import imageio.v2 as imageio
-
     try:
-        reader = imageio.get_reader(path, format="ffmpeg" if path.suffix.lower() != ".gif" else None)
+        reader = _video_reader(path)
         meta = reader.get_meta_data()
         reader.close()
     except Exception as error:  # imageio raises many types for unreadable input
