@@ -17,6 +17,15 @@ spectra are cheap. Two solvers:
   :math:`\frac{1}{DT}\|V - X\|_1 + \lambda R(X)` with any estimator
   (:func:`default_lambda` is the same robust-PCA balance).
 
+Solve small, lift to full size (:func:`separate_lifted`, the default): the model is
+solved on block means of about ``work_pixels`` pixels per frame; the background's
+temporal components ``B`` ``(T, r)`` found there are fitted to every full-size pixel's
+time series in the L1 sense (:func:`robust_fit`), so the background of frame ``t`` is
+``B[t] @ C`` with ``r`` coefficients per value, made on demand. Measured (bench): on a
+320x180 clip the lift loses 0.004 F-measure against the same fit at full size, and both
+beat robust PCA alone (0.93 against 0.76), whose low-rank part absorbs noise. The mask
+(:func:`residual_mask`) is a hysteresis rule with the noise level per frame and region.
+
 Long videos are solved chunk by chunk (:func:`separate_chunks`); ``memory`` (background
 frames of the previous chunk) is appended as extra columns, so the background carries
 across chunks, and the chunk size follows a memory budget (:func:`chunk_frames_for`).
