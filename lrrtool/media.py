@@ -316,12 +316,8 @@ def read_video_chunks(
     of the memory).
     """
     path = Path(path)
-    if not path.exists():
-        raise LRRError(f"{path}: no such file or folder")
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise LRRError(f"{path}: the folder holds no image files")
+    if _existing_is_folder(path):
+        files = _frame_files(path)
         first = _open(files[0])
         target = _target_size(*first.size, scale, size)
         frames = (_folder_frame(f, first.size) for f in files)
@@ -377,6 +373,21 @@ def _chunk(frames: torch.Tensor, raw: bool) -> torch.Tensor:
     return frames if raw else frames.float().div_(255)
 
 
+def _existing_is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder of frames (False: a video file); missing is an error."""
+    if not path.exists():
+        raise LRRError(f"{path}: no such file or folder")
+    return path.is_dir()
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    """The image files of a frame folder, in name order; none is an error."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise LRRError(f"{folder}: the folder holds no image files")
+    return files
+
+
 def _video_reader(path: Path):
     """imageio's reader of a video file, giving the file's own frames: ffmpeg's default
     output rate duplicates frames of a variable-rate file (OpenCV's ``tree.avi``: 449
@@ -398,12 +409,8 @@ def video_probe(
     metadata gives no size has one frame decoded."""
     path = Path(path)
     channels = 1 if grey else 3
-    if not path.exists():
-        raise LRRError(f"{path}: no such file or folder")
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise LRRError(f"{path}: the folder holds no image files")
+    if _existing_is_folder(path):
+        files = _frame_files(path)
         width, height = _target_size(*_open(files[0]).size, scale, size)
         return (channels, height, width), len(files)
     try:
