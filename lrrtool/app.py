@@ -6,6 +6,7 @@ dict (the JSON report's entry). No terminal I/O: progress goes to a callback fac
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -279,12 +280,8 @@ def write_chunk(part, writers: dict[str, media.VideoWriter], png_folder: Path | 
         if png_folder is not None:
             for t in range(mask.shape[0]):
                 index = first + begin + t
-                media.write_image(png_folder / f"background_{index:05d}.png", _unit(background[t]))
+                media.write_image(png_folder / f"background_{index:05d}.png", background[t])
                 media.write_image(png_folder / f"mask_{index:05d}.png", mask[t].float())
-
-
-def _unit(x: Tensor) -> Tensor:
-    return x.float() / 255 if x.dtype == torch.uint8 else x
 
 
 def separate_warnings(chunks: list[dict[str, object]], poor: list[int], total: int) -> list[str]:
@@ -329,19 +326,19 @@ def release_freed_memory() -> None:
     Between chunks the heap keeps freed blocks below the mmap threshold (which glibc
     raises up to 32 MB as large blocks are freed), and the resident size grew chunk by
     chunk. A no-op where the C library has no ``malloc_trim``."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            import ctypes
-
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
-_malloc_trim = None
+@functools.cache
+def _malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def peak_memory_gib(device: torch.device | str) -> float | None:

@@ -141,7 +141,9 @@ def find_mask(image: str | Path, *, mask: str | Path | None = None, mask_dir: st
 def _quantize(image: torch.Tensor) -> np.ndarray:
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise LRRError(f"cannot write an image of shape {tuple(image.shape)}; expected (1 or 3, H, W)")
-    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    if image.dtype != torch.uint8:
+        image = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    array = image.cpu().numpy()
     array = array.transpose(1, 2, 0)
     return array[:, :, 0] if array.shape[2] == 1 else array
 
@@ -246,7 +248,8 @@ def atomic_path(path: str | Path, protect: Iterable[str | Path] = ()):
 
 
 def write_image(path: str | Path, image: torch.Tensor, *, protect: Iterable[str | Path] = ()) -> Path:
-    """Write ``(C, H, W)`` in ``[0, 1]`` as 8-bit; the format follows the suffix."""
+    """Write ``(C, H, W)`` (float in ``[0, 1]``, or uint8) as 8-bit; the format follows the
+    suffix."""
     path = check_output(path, protect, image=True)
     fmt = Image.registered_extensions()[path.suffix.lower()]
     array = _quantize(image)

@@ -312,11 +312,21 @@ def temporal_components(low_rank: Tensor, limit: int = 0) -> Tensor:
     left singular vectors of its ``T x D`` matrix (from the ``T x T`` Gram matrix, in
     float64) with :math:`\sigma_i > \text{COMPONENT\_TOL}\,\sigma_1`, at most
     ``MAX_COMPONENTS`` (and at most ``limit`` when it is not 0), largest first. ``r >= 1``."""
-    M = low_rank.reshape(low_rank.shape[0], -1).double()
-    values, vectors = torch.linalg.eigh(M @ M.T)
-    kept = int((values > COMPONENT_TOL**2 * values[-1].clamp_min(torch.finfo(values.dtype).tiny)).sum())
+    return _components(*_temporal_spectrum(low_rank), limit).to(low_rank.dtype)
+
+
+def _temporal_spectrum(video: Tensor) -> tuple[Tensor, Tensor]:
+    """``eigh`` of the ``T x T`` Gram matrix of ``video`` ``(T, ...)`` as a ``T x D``
+    matrix, in float64: energies ``sigma_i^2`` ascending and the temporal vectors."""
+    M = video.reshape(video.shape[0], -1).double()
+    return torch.linalg.eigh(M @ M.T)
+
+
+def _components(energies: Tensor, vectors: Tensor, limit: int) -> Tensor:
+    """The columns of ``vectors`` that :func:`temporal_components` keeps, largest first."""
+    kept = int((energies > COMPONENT_TOL**2 * energies[-1].clamp_min(torch.finfo(energies.dtype).tiny)).sum())
     kept = min(max(kept, 1), MAX_COMPONENTS, limit or MAX_COMPONENTS)
-    return vectors[:, -kept:].flip(-1).to(low_rank.dtype)
+    return vectors[:, -kept:].flip(-1)
 
 
 def robust_fit(
@@ -381,14 +391,15 @@ class LiftedSolve:
     float). ``basis`` ``(T + M, r)``: the temporal components over the chunk and the
     carried frames; ``coefficients`` ``(r, C, H, W)`` float32, one set per full-size
     pixel; ``low_rank`` ``(T + M, C, h, w)``: the working solve's background; ``result``:
-    its solve. Nothing frame-sized is stored: backgrounds and residuals are made on demand,
-    a few frames at a time."""
+    its solve; ``spread``: :func:`temporal_spread` of ``low_rank``. Nothing frame-sized
+    is stored: backgrounds and residuals are made on demand, a few frames at a time."""
 
     basis: Tensor
     coefficients: Tensor
     levels: float
     low_rank: Tensor
     result: SolveResult
+    spread: float
 
     @property
     def components(self) -> int:
@@ -454,7 +465,8 @@ def separate_lifted(
     if memory is not None:
         small = torch.cat([small, memory.to(small)])
     low_rank, result = _solve(small, s, callback)
-    basis = temporal_components(low_rank, s.components).to(work_dtype)
+    energies, vectors = _temporal_spectrum(low_rank)  # one eigh for the basis and the spread
+    basis = _components(energies, vectors, s.components).to(work_dtype)
     M = 0 if memory_full is None else memory_full.shape[0]
     if small.shape[0] - T != M:
         raise LRRError(f"memory_full has {M} frames but memory has {small.shape[0] - T}")
@@ -477,7 +489,7 @@ def separate_lifted(
         values = torch.cat(fitted).reshape(len(fit_basis), -1)
         fit = robust_fit(values, fit_basis, floor=FIT_FLOOR * levels, row_weights=row_weights)
         coefficients[:, :, band] = fit.reshape(-1, C, band.stop - top, W)
-    return LiftedSolve(basis, coefficients, levels, low_rank, result)
+    return LiftedSolve(basis, coefficients, levels, low_rank, result, _energy_spread(energies))
 
 
 def chunk_frames_for(
@@ -538,9 +550,13 @@ POOR_FIT_SPREAD = 0.01
 def temporal_spread(low_rank: Tensor) -> float:
     r"""``1 - sigma_1^2 / sum_i sigma_i^2`` of a background ``(T, ...)`` as a ``T x D`` matrix:
     0 for a still scene under any global lighting, larger when the background moves."""
-    M = low_rank.reshape(low_rank.shape[0], -1).double()
-    energy = torch.linalg.eigvalsh(M @ M.T).clamp_min(0)
-    return float(1 - energy[-1] / energy.sum().clamp_min(torch.finfo(energy.dtype).tiny))
+    return _energy_spread(_temporal_spectrum(low_rank)[0])
+
+
+def _energy_spread(energies: Tensor) -> float:
+    """:func:`temporal_spread` from the energies ``sigma_i^2`` in ascending order."""
+    energies = energies.clamp_min(0)
+    return float(1 - energies[-1] / energies.sum().clamp_min(torch.finfo(energies.dtype).tiny))
 
 
 @dataclass
@@ -679,7 +695,7 @@ def _separate_chunk(
     )
     mask = torch.empty(T, *frames.shape[2:], dtype=torch.bool, device=frames.device)
     mask = residual_mask(lifted.residuals(frames), s.threshold, s.grow, out=mask)
-    part = SeparatedChunk(index, frames, mask, lifted.result, temporal_spread(lifted.low_rank), lifted=lifted)
+    part = SeparatedChunk(index, frames, mask, lifted.result, lifted.spread, lifted=lifted)
     rows = rows.to(lifted.low_rank.device)
     carried_full = torch.cat([lifted.background(int(t), int(t) + 1) for t in rows])
     return part, lifted.low_rank[:T][rows].clamp(0, 1), carried_full
