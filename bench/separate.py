@@ -319,7 +319,9 @@ def real_clips(repeats: int) -> None:
     import cv2
     import imageio.v2 as imageio
 
+    # Montage rows: frames 0, T/2 and T-1, but tree.avi's hand is in frames 54-67 only.
     clips = [ROOT / "samples" / "pedestrians.mp4", VTEST, VTEST.parent / "tree.avi"]
+    rows_of, shares = {"tree": (0, 56, 64)}, {}
     print("\n## Real clips at full resolution, with OpenCV MOG2\n")
     print("| clip | size | frames | lrrtool seconds | fps | MOG2 seconds | lrrtool mask, median % of frame |")
     print("|---|---|---|---|---|---|---|")
@@ -331,8 +333,9 @@ def real_clips(repeats: int) -> None:
             report = cli_separate(path, Path(tmp) / path.stem, "--max-frames", "300")
             ours = read_mask_video(Path(tmp) / path.stem / "mask.mp4")
             cv2.setNumThreads(MOG2_THREADS)
-            # The frames lrrtool read (OpenCV's own decoder gives tree.avi fewer frames).
-            reader = imageio.get_reader(path, format="ffmpeg")
+            # The frames lrrtool read: the file's own (ffmpeg's default rate repeats tree.avi's
+            # 68 frames as 449), not OpenCV's own decoder's.
+            reader = imageio.get_reader(path, format="ffmpeg", output_params=["-fps_mode", "passthrough"])
             frames = np.stack([frame for _, frame in zip(range(ours.shape[0]), reader, strict=False)])
             subtractor, theirs = cv2.createBackgroundSubtractorMOG2(), []
             start = time.perf_counter()
@@ -345,19 +348,26 @@ def real_clips(repeats: int) -> None:
                 f"| {path.name} | {size} | {report['frames']} | {report['seconds']:.1f} | {report['fps']:.1f} | "
                 f"{mog_seconds:.1f} (subtract only) | {cover:.1f} |"
             )
-            montage(path.stem, frames, Path(tmp) / path.stem / "background.mp4", ours, np.stack(theirs))
-    print("\nMontages: bench/figures/separate-real-*.png (rows: frames 0, T/2, T-1; columns: frame, lrrtool")
-    print("background, lrrtool mask, MOG2 mask).")
+            T = ours.shape[0]
+            rows = rows_of.get(path.stem, (0, T // 2, T - 1))
+            montage(path.stem, frames, Path(tmp) / path.stem / "background.mp4", ours, np.stack(theirs), rows)
+            if path.stem in rows_of:
+                shares[path.name] = " ".join(f"{100 * float(ours[t].mean()):.1f}" for t in range(T))
+    print("\nMontages: bench/figures/separate-real-*.png (rows: frames 0, T/2, T-1, and 0, 56, 64 for tree.avi;")
+    print("columns: frame, lrrtool background, lrrtool mask, MOG2 mask).")
+    for name, line in shares.items():
+        print(f"\n{name}, lrrtool mask, % of each frame: {line}")
     planted_real(repeats)
 
 
-def montage(name: str, frames: np.ndarray, background_video: Path, ours: np.ndarray, theirs: np.ndarray) -> None:
+def montage(
+    name: str, frames: np.ndarray, background_video: Path, ours: np.ndarray, theirs: np.ndarray, rows_at: tuple
+) -> None:
     import imageio.v2 as imageio
 
     background = np.stack([frame for frame in imageio.get_reader(background_video, format="ffmpeg")])
-    T = ours.shape[0]
     rows = []
-    for t in (0, T // 2, T - 1):
+    for t in rows_at:
         as_rgb = lambda m: np.repeat(m[:, :, None].astype(np.uint8) * 255, 3, axis=2)  # noqa: E731
         row = [frames[t], background[t][: frames.shape[1], : frames.shape[2]], as_rgb(ours[t]), as_rgb(theirs[t])]
         gap = np.full((frames.shape[1], 6, 3), 255, np.uint8)
@@ -388,7 +398,7 @@ def planted_real(repeats: int) -> None:
         for path, frames_wanted in ((ROOT / "samples" / "pedestrians.mp4", 30), (VTEST, 200)):
             if not path.exists():
                 continue
-            reader = imageio.get_reader(path, format="ffmpeg")
+            reader = imageio.get_reader(path, format="ffmpeg", output_params=["-fps_mode", "passthrough"])
             original = np.stack([frame for _, frame in zip(range(frames_wanted), reader, strict=False)])
             T, H, W = original.shape[:3]
             truth = np.zeros((T, H, W), dtype=bool)

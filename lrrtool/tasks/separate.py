@@ -166,6 +166,7 @@ def residual_mask(
     grow: float = 2.5,
     steps: int = 10,
     *,
+    levels: Tensor | None = None,
     out: Tensor | None = None,
 ) -> Tensor:
     r"""Binary mask ``(T, H, W)`` of a residual magnitude ``r`` ``(T, H, W)`` (or of its
@@ -173,20 +174,26 @@ def residual_mask(
 
     The noise level :math:`\hat s` is estimated per frame and per region
     (:func:`noise_levels`), so a frame or an area with more noise (a compressed key frame,
-    foliage) does not flood the mask. Pixels with ``r > threshold * s`` (and > 2/255)
-    are seeds; the mask then grows ``steps`` times into 8-neighbours with
-    ``r > grow * s`` (and > 1/255), as Canny's edge hysteresis does. The two thresholds
-    are set per region and interpolated bilinearly over the frame. Runs a batch of frames
-    at a time, so its temporaries stay a few frames large; with batches, ``out`` ``(T, H,
-    W)`` bool receives the mask (no second copy while joining them).
+    foliage) does not flood the mask, while an object that fills a region for a while
+    does not hide itself. Pixels with ``r > threshold * s`` (and > 2/255) are seeds; the
+    mask then grows ``steps`` times into 8-neighbours with ``r > grow * s`` (and > 1/255),
+    as Canny's edge hysteresis does. The two thresholds are set per region and
+    interpolated bilinearly over the frame. Runs a batch of frames at a time, so its
+    temporaries stay a few frames large. Batches need ``levels`` ``(T, ny, nx)`` for the
+    whole chunk (:func:`noise_levels` of a sample, :func:`sampled_noise_levels`); ``out``
+    ``(T, H, W)`` bool receives the mask (no second copy while joining them).
     """
-    batches = residual.split(MASK_BATCH) if isinstance(residual, Tensor) else residual
+    if isinstance(residual, Tensor):
+        levels = noise_levels(residual) if levels is None else levels
+        residual = residual.split(MASK_BATCH)
+    elif levels is None:
+        raise LRRError("residual_mask: batches of a residual need the chunk's noise levels")
     masks, filled = [], 0
-    for batch in batches:
+    for batch in residual:
         batch = batch.float()
-        levels = noise_levels(batch)  # thresholds per region, then spread over the frame
-        mask = batch > _spread(torch.clamp(threshold * levels, min=2 / 255), batch.shape)
-        candidates = batch > _spread(torch.clamp(grow * levels, min=1 / 255), batch.shape)
+        level = levels[filled : filled + batch.shape[0]].to(batch)
+        mask = batch > _spread(torch.clamp(threshold * level, min=2 / 255), batch.shape)
+        candidates = batch > _spread(torch.clamp(grow * level, min=1 / 255), batch.shape)
         for _ in range(steps):
             mask = _dilate(mask) & candidates
         if out is None:
@@ -213,11 +220,14 @@ def _dilate(mask: Tensor) -> Tensor:
 #: Frames the mask rule handles at once.
 MASK_BATCH = 8
 #: Side of the square regions the noise level is estimated on, as a fraction of the
-#: frame's shorter side (and at least ``NOISE_CELL_MIN`` pixels).
+#: frame's shorter side (and at least ``NOISE_CELL_MIN`` pixels), and the pixels per
+#: side of the subsample it is estimated from.
 NOISE_CELL_FRACTION = 1 / 6
 NOISE_CELL_MIN = 32
-#: A region's noise level is at most this multiple of its frame's (a region filled by a
-#: large foreground object would otherwise hide it).
+NOISE_CELL_SAMPLE = 32
+#: A region's noise level is at most this multiple of its frame's, and of its own
+#: median over the chunk scaled by its frame's rise (or its frame's level, when that is
+#: more): a large foreground object that fills a region would otherwise hide itself.
 NOISE_CELL_CAP = 2.0
 
 
@@ -227,25 +237,54 @@ def noise_map(residual: Tensor) -> Tensor:
     return _spread(noise_levels(residual), residual.shape)
 
 
+def noise_stride(height: int, width: int) -> int:
+    """The subsampling step of the noise estimate for ``height x width`` frames: a
+    region's level is taken from about ``NOISE_CELL_SAMPLE`` squared of its pixels."""
+    return max(1, _noise_cell(height, width) // NOISE_CELL_SAMPLE)
+
+
+def _noise_cell(height: int, width: int) -> int:
+    return max(NOISE_CELL_MIN, round(min(height, width) * NOISE_CELL_FRACTION))
+
+
 def noise_levels(residual: Tensor) -> Tensor:
-    r"""Robust noise levels of a residual magnitude ``(T, H, W)``: ``(T, ny, nx)``, one per
-    frame and square region, or ``(T, 1, 1)`` for frames smaller than two regions.
+    """Noise levels ``(T, ny, nx)`` of a whole chunk's residual magnitude ``(T, H, W)``:
+    :func:`sampled_noise_levels` of its :func:`noise_stride` subsample."""
+    H, W = residual.shape[1:]
+    step = noise_stride(H, W)
+    return sampled_noise_levels(residual[:, ::step, ::step], H, W)
+
+
+def sampled_noise_levels(sample: Tensor, height: int, width: int) -> Tensor:
+    r"""Robust noise levels of a chunk from ``sample`` ``(T, h, w)``, the residual
+    magnitude of ``height x width`` frames at every :func:`noise_stride`-th row and
+    column: ``(T, ny, nx)``, one per frame and square region, or ``(T, 1, 1)`` for frames
+    smaller than two regions.
 
     Per frame ``t`` and region ``c``: :math:`s_{tc} = 1.4826\, \mathrm{median}(r)` over
-    the region (on a subsample of at most about 32x32 of its pixels), capped at
-    ``NOISE_CELL_CAP`` times the frame's median over its regions.
+    the region's sample, capped at
+    :math:`\min(\kappa f_t,\ \max(\kappa\, m_c f_t / \bar f,\ f_t))`, with :math:`\kappa` =
+    ``NOISE_CELL_CAP``, :math:`f_t` the frame's median over its regions, :math:`\bar f` the
+    median of :math:`f_t` over the chunk and :math:`m_c` the region's median over the
+    chunk. The first cap holds for an object that fills a few regions of one frame. The
+    second holds for one that fills a quiet region (a clear sky) for less than half the
+    chunk, even when it raises its frame's level (its flare, the exposure): the region
+    may reach its frame's level, not twice that. A frame that is noisier all over (a key
+    frame) keeps its level, since :math:`f_t / \bar f` scales the second cap.
     """
-    T, H, W = residual.shape
-    side = max(NOISE_CELL_MIN, round(min(H, W) * NOISE_CELL_FRACTION))
-    ny, nx = H // side, W // side
+    T = sample.shape[0]
+    side = _noise_cell(height, width)
+    ny, nx = height // side, width // side
     if ny * nx < 2:
-        return 1.4826 * residual.reshape(T, -1).median(dim=1).values.view(T, 1, 1)
-    stride = max(1, side // 32)
-    cells = residual[:, : ny * side, : nx * side].reshape(T, ny, side, nx, side)[:, :, ::stride, :, ::stride]
-    cells = cells.permute(0, 1, 3, 2, 4).reshape(T, ny, nx, -1)
-    level = 1.4826 * cells.median(dim=-1).values
-    frame_level = level.reshape(T, -1).median(dim=1).values.view(T, 1, 1)
-    return torch.minimum(level, NOISE_CELL_CAP * frame_level)
+        return 1.4826 * sample.reshape(T, -1).median(dim=1).values.view(T, 1, 1)
+    cell = side // noise_stride(height, width)  # sampled pixels per region side
+    cells = sample[:, : ny * cell, : nx * cell].reshape(T, ny, cell, nx, cell)
+    level = 1.4826 * cells.permute(0, 1, 3, 2, 4).reshape(T, ny, nx, -1).median(dim=-1).values
+    frame = level.reshape(T, -1).median(dim=1).values.view(T, 1, 1)
+    rise = frame / frame.median().clamp(min=1e-12)
+    typical = level.median(dim=0).values
+    cap = torch.minimum(NOISE_CELL_CAP * frame, torch.maximum(NOISE_CELL_CAP * typical * rise, frame))
+    return torch.minimum(level, cap)
 
 
 def _spread(levels: Tensor, shape: torch.Size) -> Tensor:
@@ -428,6 +467,20 @@ class LiftedSolve:
             difference = frames[start:stop].to(self.coefficients.dtype, copy=True)  # changed in place
             subtract_combination(difference, self.basis[start:stop], self.coefficients)
             yield difference.abs_().amax(dim=1).div_(self.levels)
+
+    def noise_levels(self, frames: Tensor) -> Tensor:
+        """:func:`sampled_noise_levels` ``(T, ny, nx)`` of the chunk's ``frames``, from
+        residuals made at the :func:`noise_stride` subsample only."""
+        H, W = frames.shape[2:]
+        step = noise_stride(H, W)
+        coefficients = self.coefficients[:, :, ::step, ::step].contiguous()
+        sample = []
+        for start in range(0, frames.shape[0], MASK_BATCH):
+            stop = min(start + MASK_BATCH, frames.shape[0])
+            difference = frames[start:stop, :, ::step, ::step].to(coefficients.dtype, copy=True)
+            subtract_combination(difference, self.basis[start:stop], coefficients)
+            sample.append(difference.abs_().amax(dim=1).div_(self.levels))
+        return sampled_noise_levels(torch.cat(sample), H, W)
 
 
 def separate_lifted(
@@ -694,7 +747,8 @@ def _separate_chunk(
         callback=callback,
     )
     mask = torch.empty(T, *frames.shape[2:], dtype=torch.bool, device=frames.device)
-    mask = residual_mask(lifted.residuals(frames), s.threshold, s.grow, out=mask)
+    levels = lifted.noise_levels(frames)
+    mask = residual_mask(lifted.residuals(frames), s.threshold, s.grow, levels=levels, out=mask)
     part = SeparatedChunk(index, frames, mask, lifted.result, lifted.spread, lifted=lifted)
     rows = rows.to(lifted.low_rank.device)
     carried_full = torch.cat([lifted.background(int(t), int(t) + 1) for t in rows])
