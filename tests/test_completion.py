@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import assert_clean_failure, snapshot
 from typer.testing import CliRunner
 
@@ -17,6 +18,7 @@ from lrrtool.recsys.completion import (
     CompletionSettings,
     Entries,
     RatingMatrix,
+    _ItemColumns,
     complete,
     factored_core,
     rating_errors,
@@ -62,6 +64,34 @@ def test_factored_core_has_the_singular_values_of_the_product(rng):
     V = torch.randn(30, 5, generator=rng, dtype=torch.float64)
     expected = torch.linalg.svdvals(U @ V.mT)[:5]
     torch.testing.assert_close(torch.linalg.svdvals(factored_core(U, V)), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_item_columns_give_each_batch_its_entries_and_the_dense_hidden_layer(rng):
+    """The autoencoder's sparse pieces against the dense oracle: every batch of a permuted
+    epoch gathers exactly its items' observed entries, and the sparse input layer equals
+    sigmoid(R W1^T + b1) on the dense n x m rating matrix (items with no entry included)."""
+    _, entries, _ = planted(rng, m=30, n=23, fraction=0.3)
+    entries = entries.subset(entries.cols != 5)  # an item with no observed entry
+    m, n = entries.shape
+    dense = torch.zeros(n, m, dtype=torch.float64)
+    dense[entries.cols, entries.rows] = entries.values
+    columns = _ItemColumns(entries)
+    order = torch.randperm(n, generator=rng)
+    users, values, local, offsets, bounds = columns.epoch(order, 4)
+    assert len(bounds) == 6 and bounds[-1] == len(entries)
+    w1 = torch.randn(m, 7, generator=rng, dtype=torch.float64)
+    b1 = torch.randn(7, generator=rng, dtype=torch.float64)
+    low = 0
+    for k, high in enumerate(bounds):
+        batch = slice(4 * k, 4 * k + 4)
+        rebuilt = torch.zeros(len(order[batch]), m, dtype=torch.float64)
+        rows, ratings = users[low:high], values[low:high]
+        rebuilt[local[low:high] - 4 * k, rows] = ratings
+        torch.testing.assert_close(rebuilt, dense[order[batch]], rtol=0, atol=0)
+        bags = F.embedding_bag(rows, w1, offsets[batch] - low, mode="sum", per_sample_weights=ratings)
+        torch.testing.assert_close(bags, dense[order[batch]] @ w1)
+        low = high
+    torch.testing.assert_close(columns.hidden(w1, b1), torch.sigmoid(dense @ w1 + b1))
 
 
 # ------------------------------------------------------------------ planted truth
