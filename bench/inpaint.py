@@ -264,14 +264,19 @@ def main() -> None:
     lrrtool_method(args.device)(photo[:, :64, :64], random_fill((64, 64), 0.5, 0))  # warm-up
     print()
     for preset in ("fast", "default", "best") if args.presets else ("default",):
-        run = lrrtool_method(args.device, preset=preset)
         for label, fill in (("50 % drop", random_fill(photo.shape[1:], 0.5, 0)), ("128x128 block", block)):
             start = time.perf_counter()
-            run(photo.masked_fill(fill, 0), fill)
+            _, result = inpaint(
+                photo.masked_fill(fill, 0).to(args.device), fill.to(args.device), InpaintSettings(preset=preset)
+            )
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
-            print(f"speed: 512x512 RGB, {label}, preset {preset}: {seconds:.1f} s on {args.device}")
+            phases = result.details["phase_seconds"]
+            print(
+                f"speed: 512x512 RGB, {label}, preset {preset}: {seconds:.1f} s on {args.device} "
+                f"(start {phases['start']:.1f} s: {result.details['start']}; fill {phases['refine']:.1f} s)"
+            )
 
 
 if __name__ == "__main__":

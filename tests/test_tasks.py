@@ -12,9 +12,11 @@ from lrrtool.tasks.separate import SeparateSettings, foreground_mask, separate
 from lrrtool.tasks.starts import (
     biharmonic_fill,
     choose_start,
+    held_out_factor,
     laplacian_energy,
     low_rank_fills,
     push_pull_fill,
+    reduce_masked,
     wide_hole,
 )
 
@@ -120,6 +122,26 @@ def test_low_rank_fill_recovers_a_planted_rank_two_image_behind_a_block():
     assert torch.equal(rank2[:, ~fill], image[:, ~fill])
     assert float((rank2 - image).norm() / image.norm()) < 1e-6 < float((rank1 - image).norm() / image.norm())
     assert psnr(start.float(), image.float(), fill) < 30  # the smooth start could not do it
+
+
+def test_start_test_runs_on_block_means_of_large_images_and_keeps_its_choice():
+    """From 256 px the held-out test runs on 2x2 block means: a blocked mean is zeroed and
+    marked missing, a full one is the mean; block means keep a rank-2 facade rank 2, so
+    the test still picks a low rank there, and the fill at full size is exact."""
+    assert held_out_factor(255, 400) == 1 and held_out_factor(256, 400) == 2
+    image = torch.rand(3, 6, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    fill = torch.zeros(6, 8, dtype=torch.bool)
+    fill[1, 2] = True
+    small, small_fill = reduce_masked(image, fill, 2)
+    assert small_fill.shape == (3, 4) and small_fill.sum() == 1 and small_fill[0, 1]
+    torch.testing.assert_close(small[:, 2, 3], image[:, 4:6, 6:8].mean(dim=(1, 2)))
+    assert float(small[:, 0, 1].abs().max()) == 0
+    facade = _facade(size=256)
+    block = torch.zeros(256, 256, dtype=torch.bool)
+    block[96:160, 100:164] = True
+    start, details = choose_start(facade.masked_fill(block, 0), block)
+    assert details["start"].startswith("rank ") and details["start_test_gain_db"] > 10
+    assert psnr(start.float(), facade.float(), block) > 40
 
 
 def test_choose_start_takes_low_rank_for_a_facade_and_biharmonic_otherwise():
