@@ -21,7 +21,7 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +29,7 @@ from typing import Annotated
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lrrtool import __version__
@@ -114,6 +115,17 @@ ReportOpt = Annotated[
     Path | None, typer.Option("--report", metavar="FILE", help="Write a JSON report here.", dir_okay=False)
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+RayOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ray",
+        help="Run each input as a task on Ray (the ray extra): RAY_ADDRESS or --ray-address, else a local instance.",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option("--ray-address", metavar="ADDRESS", help="Ray cluster for --ray (host:port or ray://host:port)."),
+]
 OutputOpt = Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE", help="Output file (one input).")]
 OutputDirOpt = Annotated[Path | None, typer.Option("--output-dir", metavar="DIR", help="Folder for the outputs.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: skip them).")]
@@ -155,7 +167,7 @@ def flag_message(error: LRRError) -> str:
 
 
 def print_error(error: LRRError) -> None:
-    console.print(f"[bold red]error:[/] {flag_message(error)}", highlight=False, soft_wrap=True, markup=True)
+    console.print(f"[bold red]error:[/] {escape(flag_message(error))}", highlight=False, soft_wrap=True, markup=True)
 
 
 @contextmanager
@@ -307,21 +319,118 @@ def skipped(path: Path, target: Path, overwrite: bool) -> dict | None:
     return {"input": str(path), "output": str(target), "skipped": True}
 
 
-def run_batch(inputs: list[Path], process: Callable[[Path], dict], quiet: bool) -> tuple[list[dict], int]:
-    """Run ``process`` on each input; a failed input is reported and the others go on."""
-    results, failed = [], 0
-    for path in inputs:
+@dataclass(frozen=True)
+class BatchJob:
+    """A command's steps for one input. ``target(path)`` picks and checks the output
+    path (on this machine); ``work(path, target, progress=...)`` reads, solves and
+    writes, returning the report entry (here, or in a Ray task: it must pickle);
+    ``announce(path, target, entry)`` prints the input's line (here)."""
+
+    target: Callable[[Path], Path]
+    work: Callable[..., dict]
+    announce: Callable[[Path, Path, dict], None]
+
+
+@dataclass(frozen=True)
+class RayRun:
+    """``--ray``: where (``address``; None: ``RAY_ADDRESS`` or a local instance), and each
+    task's torch ``threads`` and GPUs."""
+
+    address: str | None
+    threads: int
+    gpus: int
+
+
+def run_batch(
+    inputs: list[Path], job: BatchJob, *, quiet: bool, overwrite: bool, ray: RayRun | None = None
+) -> tuple[list[dict], int]:
+    """Run ``job`` on each input, in order or (``ray``) as Ray tasks; a failed input is
+    reported and the others go on. The report entries come back in input order either
+    way, and an existing output is skipped before any work (:func:`skipped`)."""
+    results: list[dict] = [{} for _ in inputs]
+    failed = 0
+    queued: list[tuple[int, Path, Path]] = []
+
+    def fail(k: int, error: LRRError) -> None:
+        nonlocal failed
+        failed += 1
+        print_error(error)
+        results[k] = {"input": str(inputs[k]), "error": flag_message(error)}
+
+    for k, path in enumerate(inputs):
         try:
-            results.append(process(path))
+            target = job.target(path)
+            if (entry := skipped(path, target, overwrite)) is not None:
+                results[k] = entry
+            elif ray is not None:
+                queued.append((k, path, target))
+            else:
+                results[k] = job.work(path, target, progress=progress_bars(quiet))
+                job.announce(path, target, results[k])
         except LRRError as error:
-            failed += 1
-            print_error(error)
-            results.append({"input": str(path), "error": flag_message(error)})
+            fail(k, error)
+    if queued:
+        from lrrtool import cluster
+
+        with cluster.session(ray.address) as engine, task_bar(len(queued), quiet) as advance:
+
+            def finished(i: int, outcome: cluster.Outcome) -> None:
+                k, path, target = queued[i]
+                entry, error = outcome
+                if error is not None:
+                    fail(k, error)
+                else:
+                    results[k] = entry
+                    job.announce(path, target, entry)
+                advance(failed)
+
+            jobs = [(path, target) for _, path, target in queued]
+            cluster.run_tasks(engine, jobs, job.work, threads=ray.threads, gpus=ray.gpus, finished=finished)
     skips = sum(bool(entry.get("skipped")) for entry in results)
     if len(inputs) > 1 and not quiet:
         done = len(inputs) - failed - skips
         console.print(f"{done} of {len(inputs)} inputs done, {skips} skipped, {failed} failed")
     return results, failed
+
+
+@contextmanager
+def task_bar(total: int | None, quiet: bool) -> Iterator[Callable[..., None]]:
+    """A bar over Ray tasks; ``advance(failed, total=None)`` marks one more finished (and
+    sets the total when it was not known at the start)."""
+    if quiet:
+        yield lambda failed, total=None: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("tasks", total=total)
+
+        def advance(failed: int, total: int | None = None) -> None:
+            label = f"tasks ({failed} failed)" if failed else "tasks"
+            bar.update(task, advance=1, description=label, **({} if total is None else {"total": total}))
+
+        yield advance
+
+
+def image_targets(
+    output: Path | None, output_dir: Path | None, suffix: str, many: bool, protect: list[Path]
+) -> Callable[[Path], Path]:
+    """``target(path)``: an input's output image path (:func:`output_path`), checked before
+    any work (:func:`lrrtool.media.check_output`)."""
+    from lrrtool import media
+
+    def target(path: Path) -> Path:
+        return media.check_output(output_path(path, output, output_dir, suffix, many), protect, image=True)
+
+    return target
+
+
+def ray_run(use_ray: bool, address: str | None, threads: int, device: torch.device) -> RayRun | None:
+    """The ``--ray`` settings (None without ``--ray``)."""
+    if not use_ray:
+        if address is not None:
+            raise LRRError("--ray-address is given without --ray")
+        return None
+    return RayRun(address, threads or os.cpu_count() or 1, 1 if device.type == "cuda" else 0)
 
 
 def report_header(command: str, settings, device: torch.device, dtype: torch.dtype) -> dict:
@@ -435,6 +544,8 @@ def inpaint(
     threads: ThreadsOpt = 1,
     report: ReportOpt = None,
     quiet: QuietOpt = False,
+    use_ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Fill missing pixels (random drops, blocks, text) by low-rank completion.
 
@@ -472,12 +583,11 @@ def inpaint(
                 media.existing_file(given_file, "an image file")
         check_report(report, protect)
 
-        def process(path: Path) -> dict:
-            target = output_path(path, output, output_dir, "inpainted", len(inputs) > 1)
-            media.check_output(target, protect, image=True)
-            if (entry := skipped(path, target, overwrite)) is not None:
-                return entry
-            entry = jobs.inpaint_file(
+        ray = ray_run(use_ray, ray_address, threads, dev)
+        target = image_targets(output, output_dir, "inpainted", len(inputs) > 1, protect)
+
+        def work(path: Path, target: Path, progress: jobs.ProgressFactory = jobs.no_progress) -> dict:
+            return jobs.inpaint_file(
                 path,
                 target,
                 settings,
@@ -490,14 +600,16 @@ def inpaint(
                 dtype=dt,
                 seed=seed,
                 protect=protect,
-                progress=progress_bars(quiet),
+                progress=progress,
             )
+
+        def announce(path: Path, target: Path, entry: dict) -> None:
             if not quiet:
                 extra = f", PSNR {entry['metrics']['psnr']:.2f} dB" if "metrics" in entry else ""
                 console.print(f"{path} -> {target} ({entry['seconds']:.1f} s, {entry['iterations']} steps{extra})")
-            return entry
 
-        results, failed = run_batch(inputs, process, quiet)
+        job = BatchJob(target, work, announce)
+        results, failed = run_batch(inputs, job, quiet=quiet, overwrite=overwrite, ray=ray)
         write_report(report, {**report_header("inpaint", settings.resolved(), dev, dt), "results": results}, protect)
         if failed:
             raise typer.Exit(1)
@@ -571,6 +683,19 @@ def separate(
     threads: ThreadsOpt = 1,
     report: ReportOpt = None,
     quiet: QuietOpt = False,
+    use_ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    segment_frames: Annotated[
+        int | None,
+        typer.Option(
+            "--segment-frames",
+            metavar="N",
+            min=2,
+            help="With --ray: frames per segment, one task each, rounded up to whole chunks (default: the frames "
+            "shared over the cluster's task slots, at least four chunks each). Each segment first solves the two "
+            "chunks before it, unwritten.",
+        ),
+    ] = None,
 ) -> None:
     """Split a video into a low-rank background and a sparse foreground.
 
@@ -614,25 +739,20 @@ def separate(
         if existing and not overwrite:
             console.print(f"skip {video}: {existing[0]} exists (use --overwrite)")
             return
-        with frame_progress(f"separate {video.name}", quiet) as (chunk_progress, frames_bar):
-            entry = jobs.separate_video(
-                video,
-                folder,
-                settings,
-                start=start,
-                max_frames=max_frames,
-                scale=scale,
-                size=wh,
-                grey=grey,
-                chunk_frames=chunk_frames,
-                memory_gib=memory_gib,
-                frames=frames,
-                outputs=wanted,
-                device=dev,
-                dtype=dt,
-                progress=chunk_progress,
-                frames_done=frames_bar,
-            )
+        ray = ray_run(use_ray, ray_address, threads, dev)
+        if segment_frames is not None and ray is None:
+            raise LRRError("--segment-frames splits the video into Ray tasks: give --ray too")
+        if ray is not None and frames:
+            raise LRRError("--frames is not available with --ray: the segments write videos only")
+        common = dict(start=start, max_frames=max_frames, scale=scale, size=wh, grey=grey, chunk_frames=chunk_frames)
+        common |= dict(memory_gib=memory_gib, outputs=wanted, device=dev, dtype=dt)
+        if ray is not None:
+            entry = separate_on_ray(video, folder, settings, ray, segment_frames, quiet, common)
+        else:
+            with frame_progress(f"separate {video.name}", quiet) as (chunk_progress, frames_bar):
+                entry = jobs.separate_video(
+                    video, folder, settings, frames=frames, progress=chunk_progress, frames_done=frames_bar, **common
+                )
         for warning in entry["warnings"]:
             console.print(f"[yellow]warning:[/] {warning}")
         if not quiet:
@@ -642,6 +762,31 @@ def separate(
                 f"{entry['fps']} fps{memory})"
             )
         write_report(report, {**report_header("separate", settings.resolved(), dev, dt), **entry}, [video])
+
+
+def separate_on_ray(video: Path, folder: Path, settings, ray: RayRun, segment_frames, quiet: bool, common) -> dict:
+    """``separate --ray``: the video's segments as Ray tasks, with a bar over them."""
+    from lrrtool import app as jobs
+    from lrrtool import cluster
+
+    with cluster.session(ray.address) as engine:
+        resources = engine.cluster_resources()
+        slots = int(resources.get("GPU", 0)) if ray.gpus else int(resources.get("CPU", 1)) // ray.threads
+        with task_bar(None, quiet) as advance:
+
+            def run(jobs_, work, finished) -> None:
+                cluster.run_tasks(engine, jobs_, work, threads=ray.threads, gpus=ray.gpus, finished=finished)
+
+            return jobs.separate_segments(
+                video,
+                folder,
+                settings,
+                run=run,
+                segment_frames=segment_frames,
+                slots=max(1, slots),
+                segments_done=lambda done, total: advance(0, total),
+                **common,
+            )
 
 
 # ------------------------------------------------------------------ denoise
@@ -676,6 +821,8 @@ def denoise(
     threads: ThreadsOpt = 1,
     report: ReportOpt = None,
     quiet: QuietOpt = False,
+    use_ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Remove Gaussian noise with a low-rank prior on groups of similar patches.
 
@@ -714,12 +861,11 @@ def denoise(
             media.existing_file(reference, "an image file")
         check_report(report, protect)
 
-        def process(path: Path) -> dict:
-            target = output_path(path, output, output_dir, "denoised", len(inputs) > 1)
-            media.check_output(target, protect, image=True)
-            if (entry := skipped(path, target, overwrite)) is not None:
-                return entry
-            entry = jobs.denoise_file(
+        ray = ray_run(use_ray, ray_address, threads, dev)
+        target = image_targets(output, output_dir, "denoised", len(inputs) > 1, protect)
+
+        def work(path: Path, target: Path, progress: jobs.ProgressFactory = jobs.no_progress) -> dict:
+            return jobs.denoise_file(
                 path,
                 target,
                 settings,
@@ -728,16 +874,18 @@ def denoise(
                 device=dev,
                 dtype=dt,
                 protect=protect,
-                progress=progress_bars(quiet),
+                progress=progress,
             )
+
+        def announce(path: Path, target: Path, entry: dict) -> None:
             if not quiet:
                 extra = f", PSNR {entry['metrics']['psnr']:.2f} dB" if "metrics" in entry else ""
                 console.print(
                     f"{path} -> {target} (sigma {entry['sigma_255']:.1f}/255, {entry['seconds']:.1f} s{extra})"
                 )
-            return entry
 
-        results, failed = run_batch(inputs, process, quiet)
+        job = BatchJob(target, work, announce)
+        results, failed = run_batch(inputs, job, quiet=quiet, overwrite=overwrite, ray=ray)
         write_report(report, {**report_header("denoise", settings.resolved(), dev, dt), "results": results}, protect)
         if failed:
             raise typer.Exit(1)

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable
 from contextlib import contextmanager, suppress
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -245,6 +246,14 @@ def atomic_path(path: str | Path, protect: Iterable[str | Path] = ()):
         Path(tmp).unlink(missing_ok=True)
         remove_empty(created)
         raise
+
+
+def remove_partial(path: str | Path) -> None:
+    """Remove the temporary files :func:`atomic_path` left for ``path`` when its writer was
+    killed (no ``finally`` ran there)."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{glob_escape(path.stem)}.*.tmp{glob_escape(path.suffix)}"):
+        leftover.unlink(missing_ok=True)
 
 
 def write_image(path: str | Path, image: torch.Tensor, *, protect: Iterable[str | Path] = ()) -> Path:
@@ -539,6 +548,29 @@ class VideoWriter:
             self.abort()
             raise
         self.commit()
+
+
+def concat_videos(parts: list[Path], target: Path, *, frames: int, fps: float, protect: Iterable[Path] = ()) -> Path:
+    """Join the videos ``parts`` (one encoder's settings, in order) into ``target`` without
+    re-encoding (ffmpeg's concat demuxer, ``-c copy``), atomically; refused unless the
+    result holds ``frames`` frames at ``fps``."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.stem}.") as scratch:
+        listing = Path(scratch) / "parts.txt"
+        listing.write_text("".join(f"file '{Path(p).resolve().as_posix()}'\n" for p in parts))
+        with atomic_path(target, protect) as tmp:
+            command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "concat", "-safe", "0"]
+            command += ["-i", str(listing), "-c", "copy", "-f", "mp4", str(tmp)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                reason = (done.stderr.strip().splitlines() or ["ffmpeg failed"])[-1]
+                raise LRRError(f"{target.name}: cannot join the segments ({reason})")
+            if (problem := _video_problem(tmp, frames, fps)) is not None:
+                raise LRRError(f"{target.name}: cannot join the segments ({problem})")
+    return target
 
 
 def _video_problem(path: Path, frames: int, fps: float) -> str | None:

@@ -1,0 +1,53 @@
+"""A worker process killed in the middle of a task, on a local two-node Ray cluster: the
+task is run again and its output is complete (its own module: it needs its own cluster,
+not the single local instance of ``test_cluster.py``)."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lrrtool import cluster
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+
+
+def test_a_killed_worker_is_retried_on_a_two_node_cluster(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    nodes.add_node(num_cpus=1)
+    ray.init(address=nodes.address, logging_level="ERROR", configure_logging=False)
+    try:
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        marker = tmp_path / "first.pid"
+
+        def work(path: Path, target: Path) -> dict:  # local: pickled by value for the workers
+            if not marker.exists():  # the first attempt waits to be killed
+                marker.write_text(str(os.getpid()))
+                time.sleep(60)
+            target.write_text(path.read_text() * 2)
+            return {"input": str(path), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+
+        def kill_first_worker() -> None:
+            while not marker.exists() or not marker.read_text():
+                time.sleep(0.05)
+            os.kill(int(marker.read_text()), signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_first_worker, daemon=True)
+        killer.start()
+        (tmp_path / "in.txt").write_text("data")
+        outcomes = {}
+        jobs = [(tmp_path / "in.txt", tmp_path / "out.txt")]
+        cluster.run_tasks(ray, jobs, work, threads=1, gpus=0, finished=lambda k, o: outcomes.update({k: o}))
+        killer.join(timeout=5)
+        entry, error = outcomes[0]
+        assert error is None, error
+        assert (tmp_path / "out.txt").read_text() == "datadata"
+        assert entry["pid"] != int(marker.read_text())
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
