@@ -183,7 +183,9 @@ def separate_video(
     _check_separate(video, folder, max_frames, outputs)
     started = time.perf_counter()
     geometry, available = media.video_probe(video, scale=scale, size=size, grey=grey)
-    per_chunk = chunk_frames_for(geometry, dtype, settings, memory_gib=memory_gib, chunk_frames=chunk_frames)
+    per_chunk = chunk_frames_for(
+        geometry, dtype, settings, memory_gib=memory_gib, chunk_frames=chunk_frames, staged_frames=media.STAGED_FRAMES
+    )
     wanted = None if available is None else max(available - start, 0)
     if max_frames is not None:
         wanted = max_frames if wanted is None else min(wanted, max_frames)
@@ -329,7 +331,9 @@ def separate_segments(
     geometry, available = media.video_probe(video, scale=scale, size=size, grey=grey)
     if available is None:
         raise LRRError(f"{video}: its frame count is unknown, so it cannot be split into segments")
-    per_chunk = chunk_frames_for(geometry, dtype, settings, memory_gib=memory_gib, chunk_frames=chunk_frames)
+    per_chunk = chunk_frames_for(
+        geometry, dtype, settings, memory_gib=memory_gib, chunk_frames=chunk_frames, staged_frames=media.STAGED_FRAMES
+    )
     wanted = max(available - start, 0) if max_frames is None else min(max(available - start, 0), max_frames)
     if wanted < 2:
         raise LRRError(f"{video}: {wanted} frame(s) from frame {start}; a background needs at least 2")

@@ -552,9 +552,11 @@ def chunk_frames_for(
     *,
     memory_gib: float,
     chunk_frames: int | None = None,
+    staged_frames: int = 0,
 ) -> int:
     """Frames per chunk for frames ``(C, H, W)`` of ``dtype``: ``chunk_frames`` (default
-    200) or fewer, so that what a chunk holds stays within ``memory_gib``.
+    200) or fewer, so that what a chunk holds stays within ``memory_gib``, besides
+    ``staged_frames`` uint8 frames that the caller's decoder holds.
 
     ``work_pixels`` 0 (robust PCA on the frames themselves): the solver's working copies
     of the chunk and the carried frames. Otherwise (:func:`separate_lifted`): per frame
@@ -573,6 +575,7 @@ def chunk_frames_for(
         fixed = FIT_BAND_VALUES * bytes_per_value * LIFT_BAND_COPIES + (MEMORY_FRAMES + PRIOR_FRAMES) * C * H * W
         fixed += MAX_COMPONENTS * C * H * W * bytes_per_value  # the coefficients
         fixed += MASK_BATCH * max(MASK_COPIES * H * W * bytes_per_value, OUTPUT_COPIES * C * H * W)  # not at once
+    fixed += staged_frames * C * H * W
     budget = int(((memory_gib - RUNTIME_GIB) * 2**30 - fixed) // per_frame)
     if budget < 2 + MEMORY_FRAMES:
         raise LRRError(
