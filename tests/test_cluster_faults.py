@@ -51,3 +51,29 @@ def test_a_killed_worker_is_retried_on_a_two_node_cluster(tmp_path):
     finally:
         ray.shutdown()
         nodes.shutdown()
+
+
+def test_ctrl_c_stops_a_ray_batch_with_exit_130_and_no_output(tmp_path):
+    """SIGINT to ``lrrtool denoise --ray`` while its tasks run (each takes about 20 s):
+    exit code 130 within seconds, no output file and no temporary file."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        noisy = 128 + rng.normal(0, 40, (256, 256, 3))
+        Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(tmp_path / f"n{k}.png")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "lrrtool", "denoise", str(tmp_path / "n*.png"), "--output-dir", str(out)]
+    process = subprocess.Popen([*command, "--ray", "--sigma", "40", "-q"], stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # Ray started, tasks running
+    assert process.poll() is None
+    sent = time.perf_counter()
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    assert time.perf_counter() - sent < 15
+    assert "interrupted" in process.stderr.read()
+    assert not out.exists() or not list(out.iterdir())
