@@ -1,4 +1,4 @@
-"""Scale-out on Ray: one task per input file, the same work as the sequential run.
+"""Scale-out on Ray: one task per input file (or video segment), the same work as the sequential run.
 
 Only this module imports ``ray``, and only when ``--ray`` is given (the optional extra:
 ``pip install -e ".[ray]"``). A task runs the command's per-input work on a worker, with
