@@ -182,13 +182,9 @@ def separate_video(
     frames over half foreground, for a caller that joins reports)."""
     _check_separate(video, folder, max_frames, outputs)
     started = time.perf_counter()
-    geometry, available = media.video_probe(video, scale=scale, size=size, grey=grey)
-    per_chunk = chunk_frames_for(
-        geometry, dtype, settings, memory_gib=memory_gib, chunk_frames=chunk_frames, staged_frames=media.STAGED_FRAMES
+    geometry, _, wanted, per_chunk = _frames_plan(
+        video, settings, start, max_frames, scale, size, grey, chunk_frames, memory_gib, dtype
     )
-    wanted = None if available is None else max(available - start, 0)
-    if max_frames is not None:
-        wanted = max_frames if wanted is None else min(wanted, max_frames)
     total_chunks = None if not wanted else -(-wanted // per_chunk)
     if not 0 <= warmup <= start:
         raise LRRError(f"warmup must be in 0..start ({start}), got {warmup}")
@@ -285,6 +281,31 @@ def _check_separate(video: Path, folder: Path, max_frames: int | None, outputs: 
     media.writable_folder(folder)
 
 
+def _frames_plan(
+    video: Path,
+    settings: SeparateSettings,
+    start: int,
+    max_frames: int | None,
+    scale: float | None,
+    size: tuple[int, int] | None,
+    grey: bool,
+    chunk_frames: int | None,
+    memory_gib: float,
+    dtype: torch.dtype,
+) -> tuple[tuple[int, int, int], int | None, int | None, int]:
+    """``(geometry, available, wanted, per_chunk)`` of a separation: the frames' shape, the
+    file's frame count and the frames to use from ``start`` (None: unknown), and the chunk
+    length that ``memory_gib`` allows besides the decoder's staged frames."""
+    geometry, available = media.video_probe(video, scale=scale, size=size, grey=grey)
+    per_chunk = chunk_frames_for(
+        geometry, dtype, settings, memory_gib=memory_gib, chunk_frames=chunk_frames, staged_frames=media.STAGED_FRAMES
+    )
+    wanted = None if available is None else max(available - start, 0)
+    if max_frames is not None:
+        wanted = max_frames if wanted is None else min(wanted, max_frames)
+    return geometry, available, wanted, per_chunk
+
+
 #: Chunks of frames before a segment that it solves first and does not write (measured on
 #: a planted clip in chunks of 15: with one, the chunk after the border lost 0.06 F against
 #: the sequential run, whose background had come through every chunk before it).
@@ -328,13 +349,11 @@ def separate_segments(
     chunks and warnings joined, plus ``segments`` (start, frames, warm-up of each)."""
     _check_separate(video, folder, max_frames, outputs)
     started = time.perf_counter()
-    geometry, available = media.video_probe(video, scale=scale, size=size, grey=grey)
+    _, available, wanted, per_chunk = _frames_plan(
+        video, settings, start, max_frames, scale, size, grey, chunk_frames, memory_gib, dtype
+    )
     if available is None:
         raise LRRError(f"{video}: its frame count is unknown, so it cannot be split into segments")
-    per_chunk = chunk_frames_for(
-        geometry, dtype, settings, memory_gib=memory_gib, chunk_frames=chunk_frames, staged_frames=media.STAGED_FRAMES
-    )
-    wanted = max(available - start, 0) if max_frames is None else min(max(available - start, 0), max_frames)
     if wanted < 2:
         raise LRRError(f"{video}: {wanted} frame(s) from frame {start}; a background needs at least 2")
     length = segment_frames or max(2 * WARMUP_CHUNKS * per_chunk, -(-wanted // max(slots, 1)))

@@ -424,13 +424,14 @@ def image_targets(
     return target
 
 
-def ray_run(use_ray: bool, address: str | None, threads: int, device: torch.device) -> RayRun | None:
-    """The ``--ray`` settings (None without ``--ray``)."""
+def ray_run(use_ray: bool, address: str | None, device: torch.device) -> RayRun | None:
+    """The ``--ray`` settings (None without ``--ray``): each task takes the threads that
+    :func:`set_threads` gave this process."""
     if not use_ray:
         if address is not None:
             raise LRRError("--ray-address is given without --ray")
         return None
-    return RayRun(address, threads or os.cpu_count() or 1, 1 if device.type == "cuda" else 0)
+    return RayRun(address, torch.get_num_threads(), 1 if device.type == "cuda" else 0)
 
 
 def report_header(command: str, settings, device: torch.device, dtype: torch.dtype) -> dict:
@@ -583,7 +584,7 @@ def inpaint(
                 media.existing_file(given_file, "an image file")
         check_report(report, protect)
 
-        ray = ray_run(use_ray, ray_address, threads, dev)
+        ray = ray_run(use_ray, ray_address, dev)
         target = image_targets(output, output_dir, "inpainted", len(inputs) > 1, protect)
 
         def work(path: Path, target: Path, progress: jobs.ProgressFactory = jobs.no_progress) -> dict:
@@ -739,7 +740,7 @@ def separate(
         if existing and not overwrite:
             console.print(f"skip {video}: {existing[0]} exists (use --overwrite)")
             return
-        ray = ray_run(use_ray, ray_address, threads, dev)
+        ray = ray_run(use_ray, ray_address, dev)
         if segment_frames is not None and ray is None:
             raise LRRError("--segment-frames splits the video into Ray tasks: give --ray too")
         if ray is not None and frames:
@@ -861,7 +862,7 @@ def denoise(
             media.existing_file(reference, "an image file")
         check_report(report, protect)
 
-        ray = ray_run(use_ray, ray_address, threads, dev)
+        ray = ray_run(use_ray, ray_address, dev)
         target = image_targets(output, output_dir, "denoised", len(inputs) > 1, protect)
 
         def work(path: Path, target: Path, progress: jobs.ProgressFactory = jobs.no_progress) -> dict:

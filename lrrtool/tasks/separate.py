@@ -457,30 +457,24 @@ class LiftedSolve:
         """The unquantised background of frames ``start:stop`` in units of ``levels``."""
         return combine(self.basis[start:stop], self.coefficients)
 
-    def residuals(self, frames: Tensor, batch: int = 0) -> Iterator[Tensor]:
+    def residuals(self, frames: Tensor, batch: int = 0, step: int = 1) -> Iterator[Tensor]:
         """``|frame - background|`` maxed over channels, ``(b, H, W)`` float in ``[0, 1]``
         units, for successive batches of ``batch`` (default ``MASK_BATCH``) of the chunk's
-        ``frames``."""
+        ``frames``; with ``step``, at every ``step``-th row and column only."""
         size = batch or MASK_BATCH
+        coefficients = self.coefficients if step == 1 else self.coefficients[:, :, ::step, ::step].contiguous()
         for start in range(0, frames.shape[0], size):
             stop = min(start + size, frames.shape[0])
-            difference = frames[start:stop].to(self.coefficients.dtype, copy=True)  # changed in place
-            subtract_combination(difference, self.basis[start:stop], self.coefficients)
+            difference = frames[start:stop, :, ::step, ::step].to(coefficients.dtype, copy=True)  # changed in place
+            subtract_combination(difference, self.basis[start:stop], coefficients)
             yield difference.abs_().amax(dim=1).div_(self.levels)
 
     def noise_levels(self, frames: Tensor) -> Tensor:
         """:func:`sampled_noise_levels` ``(T, ny, nx)`` of the chunk's ``frames``, from
         residuals made at the :func:`noise_stride` subsample only."""
         H, W = frames.shape[2:]
-        step = noise_stride(H, W)
-        coefficients = self.coefficients[:, :, ::step, ::step].contiguous()
-        sample = []
-        for start in range(0, frames.shape[0], MASK_BATCH):
-            stop = min(start + MASK_BATCH, frames.shape[0])
-            difference = frames[start:stop, :, ::step, ::step].to(coefficients.dtype, copy=True)
-            subtract_combination(difference, self.basis[start:stop], coefficients)
-            sample.append(difference.abs_().amax(dim=1).div_(self.levels))
-        return sampled_noise_levels(torch.cat(sample), H, W)
+        sample = torch.cat(list(self.residuals(frames, step=noise_stride(H, W))))
+        return sampled_noise_levels(sample, H, W)
 
 
 def separate_lifted(
