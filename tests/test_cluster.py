@@ -139,6 +139,17 @@ def test_ray_options_are_checked(tmp_path, monkeypatch):
     assert_clean_failure(result, "--ray: nothing answers at 127.0.0.1:1")
     result = invoke("denoise", tmp_path / "a.png", "--ray", "--ray-address", "head-node")
     assert_clean_failure(result, "--ray-address must look like HOST:PORT")
+    from test_separate import planted_clip, write_clip
+
+    clip = write_clip(tmp_path / "clip", planted_clip(frames=6)[0])
+    before = {p.name: p.read_bytes() for p in clip.iterdir()}
+    for flags, message in (
+        (("--segment-frames", 4), "--segment-frames splits the video into Ray tasks: give --ray too"),
+        (("--ray", "--frames"), "--frames is not available with --ray"),
+    ):
+        result = invoke("separate", clip, "--output-dir", tmp_path / "sep", *flags)
+        assert_clean_failure(result, message, clip, before)
+        assert not (tmp_path / "sep").exists()
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     result = invoke("denoise", tmp_path / "a.png", "--ray")
     assert_clean_failure(result, 'pip install -e ".[ray]"')
