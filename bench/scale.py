@@ -12,8 +12,9 @@ Run: ``python bench/scale.py [--images 32] [--frames 1200] [--size 640x360] [--s
   (``bench/planted_video.py``), sequentially (``--threads 1`` and every core) and with
   ``--ray --threads 1 --segment-frames frames/segments``. F-measure against the truth,
   and the background's seam: the largest frame-to-frame jump of the background video at
-  a segment border against the median jump (and against the sequential run's at the same
-  frames).
+  a segment border against the median jump, the largest over the fade after a border
+  (``BLEND_FRAMES``), and the sequential run's at the same frames; and for the Ray run,
+  the seconds the head spent joining the segments' lossless videos into the outputs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from planted_video import f_measure, write_clip
+
+from lrrtool.tasks.separate import BLEND_FRAMES
 
 
 def lrrtool(*args: object) -> tuple[float, dict]:
@@ -96,10 +99,11 @@ def video(frames: int, size: tuple[int, int], segments: int, cores: int) -> None
         length = -(-frames // segments)
         print(f"\n## Video: lrrtool separate, planted {width}x{height} colour clip, {frames} frames\n")
         print(
-            "| run | seconds | fps | speed-up | F-measure | background jump at segment borders "
-            "(largest; median jump; the sequential run's there) |"
+            "| run | seconds | fps | speed-up | F-measure | background jump at segment borders, /255 "
+            f"(largest; median jump; largest in the {BLEND_FRAMES} frames after; the sequential run's there) "
+            "| joining |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         first, sequential_jumps = None, None
         for run, (label, flags) in enumerate(
             (
@@ -116,15 +120,17 @@ def video(frames: int, size: tuple[int, int], segments: int, cores: int) -> None
             borders = [length * k - 1 for k in range(1, segments) if length * k < frames]
             sequential_jumps = jumps if sequential_jumps is None else sequential_jumps
             seam = (
-                f"{max(jumps[b] for b in borders):.2f}/255; {np.median(jumps):.2f}; "
-                f"{max(sequential_jumps[b] for b in borders):.2f}"
+                f"{max(jumps[b] for b in borders):.3f}; {np.median(jumps):.3f}; "
+                f"{max(jumps[b : b + BLEND_FRAMES + 1].max() for b in borders):.3f}; "
+                f"{max(sequential_jumps[b] for b in borders):.3f}"
                 if borders
                 else "–"
             )
             fps = report.get("frames", frames) / seconds
+            joining = f"{report['join_seconds']:.1f} s" if "join_seconds" in report else "–"
             print(
                 f"| {label} | {seconds:.1f} | {fps:.1f} | {first / seconds:.2f}x | "
-                f"{f_measure(mask, clip.truth):.4f} | {seam} |"
+                f"{f_measure(mask, clip.truth):.4f} | {seam} | {joining} |"
             )
 
 

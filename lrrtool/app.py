@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from lrrtool.tasks.separate import (
     MASK_BATCH,
     POOR_FIT_SPREAD,
     SeparateSettings,
+    blend_frames,
     chunk_frames_for,
     separate_chunks,
 )
@@ -164,6 +166,7 @@ def separate_video(
     frames: bool = False,
     outputs: tuple[str, ...] = OUTPUT_VIDEOS,
     warmup: int = 0,
+    lossless: tuple[str, ...] = (),
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: ProgressFactory = no_progress,
@@ -176,6 +179,8 @@ def separate_video(
     ``settings.work_pixels``), encode it. ``warmup`` frames before ``start`` are solved
     first, in chunks, and not written: the background they carry into the first chunk is
     what a run from an earlier start would carry (a segment of :func:`separate_segments`).
+    ``lossless``: outputs whose videos hold the frames exactly (parts that
+    :func:`lrrtool.media.join_videos` encodes once).
     Outputs are written atomically: a failed run leaves no partial video.
     ``frames_done(done, total)`` is called after each chunk. Returns the report: frames,
     seconds, fps, peak memory, per-chunk entries, warnings (and ``poor_frames``, the
@@ -188,18 +193,26 @@ def separate_video(
     total_chunks = None if not wanted else -(-wanted // per_chunk)
     if not 0 <= warmup <= start:
         raise LRRError(f"warmup must be in 0..start ({start}), got {warmup}")
-    read = functools.partial(media.read_video_chunks, video, scale=scale, size=size, grey=grey, raw=True)
-    stream = read(chunk_frames=per_chunk, start=start, max_frames=max_frames)
+    lookahead = blend_frames(per_chunk)
+    read = functools.partial(
+        media.read_video_chunks, video, chunk_frames=per_chunk, scale=scale, size=size, grey=grey, raw=True,
+        lookahead=lookahead,
+    )  # fmt: skip
     warm_parts = -(-warmup // per_chunk)  # chunks solved for the background they carry, not written
+    streams = [(read(start=start, max_frames=max_frames), max_frames)]
     if warmup:
-        stream = itertools.chain(read(chunk_frames=per_chunk, start=start - warmup, max_frames=warmup), stream)
+        streams.insert(0, (read(start=start - warmup, max_frames=warmup), warmup))
     fps = [25.0]
 
     def chunks():
-        for chunk, rate in stream:
-            fps[0] = rate
-            yield chunk
-            del chunk  # not held while the next chunk is decoded
+        for stream, limit in streams:
+            left = math.inf if limit is None else limit
+            for chunk, rate in stream:  # a chunk's own frames, then its look-ahead (the fade)
+                fps[0] = rate
+                written = min(per_chunk, chunk.shape[0], left)
+                left -= written
+                yield chunk, written
+                del chunk  # not held while the next chunk is decoded
 
     writers: dict[str, media.VideoWriter] = {}
     results, total, ok, created, poor = [], 0, False, [], []
@@ -217,7 +230,9 @@ def separate_video(
             if not writers:
                 created = media.make_folder(folder)
                 writers = {
-                    n: media.VideoWriter(folder / f"{n}.mp4", fps[0], protect=[video], preset=VIDEO_PRESETS[n])
+                    n: media.VideoWriter(
+                        folder / f"{n}.mp4", fps[0], protect=[video], preset=VIDEO_PRESETS[n], lossless=n in lossless
+                    )
                     for n in outputs
                 }
             write_chunk(part, writers, folder if frames else None, total)
@@ -311,6 +326,12 @@ def _frames_plan(
 #: the sequential run, whose background had come through every chunk before it).
 WARMUP_CHUNKS = 2
 
+#: Outputs a segmented run writes lossless and encodes once when joining them: a key frame
+#: at a segment border would step a still background by about 1/255 (see
+#: :func:`lrrtool.media.join_videos`). The foreground and the mask are copied: a lossless
+#: foreground is large (189 MB for 600 frames at 640x360, the background's 33 MB).
+SEAMLESS_OUTPUTS = ("background",)
+
 #: ``run(jobs, work, finished)``: runs ``work(path, target)`` for every ``(path, target)``
 #: of ``jobs`` somewhere (a Ray task each) and calls ``finished(index, (entry, error))``.
 TaskRunner = Callable[[list[tuple[Path, Path]], Callable[[Path, Path], dict], Callable], None]
@@ -339,14 +360,17 @@ def separate_segments(
     """:func:`separate_video` split in time: segments of ``segment_frames`` frames (None:
     the frames shared over ``slots`` tasks; rounded up to whole chunks, so the chunks are
     the sequential run's) are separated independently by ``run``, each
-    into a scratch folder beside ``folder``, then their videos are joined in order without
-    re-encoding (:func:`lrrtool.media.concat_videos`) into the same outputs. Each segment
-    but the first also reads ``WARMUP_CHUNKS`` chunks of frames before its start as a
-    warm-up, solved and not written, so the background it starts from is close to the one
-    a sequential run carries.
+    into a scratch folder beside ``folder``, then their videos are joined in order
+    (:func:`lrrtool.media.join_videos`) into the same outputs: those of
+    ``SEAMLESS_OUTPUTS`` written lossless and encoded once, so a segment border is no key
+    frame; the others copied. Each segment but the first also reads ``WARMUP_CHUNKS`` chunks of frames
+    before its start as a warm-up, solved and not written, so the background it starts
+    from is close to the one a sequential run carries, and its last chunk solves the
+    look-ahead past its end as the sequential run's does (the next chunk's fade).
     A failed segment fails the run and leaves no output. ``segments_done(done, total)`` is
     called as segments end. Returns the report of :func:`separate_video`, the segments'
-    chunks and warnings joined, plus ``segments`` (start, frames, warm-up of each)."""
+    chunks and warnings joined, plus ``segments`` (start, frames, warm-up of each) and
+    ``join_seconds`` (decoding the parts and encoding the outputs)."""
     _check_separate(video, folder, max_frames, outputs)
     started = time.perf_counter()
     _, available, wanted, per_chunk = _frames_plan(
@@ -371,7 +395,8 @@ def separate_segments(
         first, count, warm = plan[target]
         return separate_video(
             path, target, settings, start=first, max_frames=count, warmup=warm, scale=scale, size=size, grey=grey,
-            chunk_frames=per_chunk, memory_gib=memory_gib, outputs=outputs, device=device, dtype=dtype,
+            chunk_frames=per_chunk, memory_gib=memory_gib, outputs=outputs, lossless=SEAMLESS_OUTPUTS, device=device,
+            dtype=dtype,
         )  # fmt: skip
 
     reports: dict[int, dict] = {}
@@ -393,16 +418,19 @@ def separate_segments(
             k = min(errors)
             first, count, _ = segments[k]
             raise LRRError(f"segment {k + 1} (frames {first}-{first + count - 1}): {errors[k]}")
+        joining = time.perf_counter()
         joined = scratch / "joined"
         joined.mkdir()
         total = sum(reports[k]["frames"] for k in range(len(segments)))
         rate = reports[0]["frame_rate"]
         for name in outputs:
             parts = [target / f"{name}.mp4" for target in plan]
-            media.concat_videos(parts, joined / f"{name}.mp4", frames=total, fps=rate, protect=[video])
+            preset = VIDEO_PRESETS[name] if name in SEAMLESS_OUTPUTS else None
+            media.join_videos(parts, joined / f"{name}.mp4", frames=total, fps=rate, preset=preset, protect=[video])
         created = media.make_folder(folder)
         for name in outputs:
             os.replace(joined / f"{name}.mp4", folder / f"{name}.mp4")
+        join_seconds = time.perf_counter() - joining
     except BaseException:
         media.remove_empty(created)
         raise
@@ -428,6 +456,7 @@ def separate_segments(
         "warnings": separate_warnings(chunks, poor, offset),
         "poor_frames": poor,
         "segments": [{"segment": k + 1, "start": a, "frames": n, "warmup": w} for k, (a, n, w) in enumerate(segments)],
+        "join_seconds": round(join_seconds, 3),
     }
 
 

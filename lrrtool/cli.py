@@ -704,7 +704,9 @@ def separate(
     (--chunk-frames), on a copy of about --work-pixels pixels per frame; the
     background's temporal components found there are fitted to every full-size pixel
     (robust L1 fit), so outputs keep the input's size. Ten background frames of each
-    chunk join the next one as extra columns, so the background carries over. Default
+    chunk join the next one as extra columns, so the background carries over, and each
+    chunk also solves the next one's first 16 frames, over which the next one's
+    background fades in from it, so a chunk border shows no step. Default
     weights are robust PCA's: |S|_1 / sqrt(max(D, T)) against R(L) (D values per frame,
     T frames); --lam scales that for --solver threshold and is the weight of R for
     --solver adam. Colour: all channels of a frame form one column. Writes

@@ -186,7 +186,8 @@ def test_separate_sample_clip(tmp_path):
 
 
 def test_separate_streams_a_long_clip_in_bounded_chunks(tmp_path, monkeypatch):
-    """60 frames with --chunk-frames 8: no solve sees more than 8 + 10 carried frames, and
+    """60 frames with --chunk-frames 8: no solve sees more than 8 frames of its own, 4 of the
+    next chunk (the look-ahead of its fade) and 10 carried ones, and
     no frame is decoded before the chunk that needs it."""
     from lrrtool import media
     from lrrtool.tasks import separate as task
@@ -213,13 +214,36 @@ def test_separate_streams_a_long_clip_in_bounded_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(task, "separate_lifted", recording_separate)
     result = invoke("separate", folder, "--chunk-frames", 8, "--output-dir", tmp_path / "out", "-q")
     assert result.exit_code == 0, result.output
-    assert sum(t for t, _, _ in solves) == 60 and max(t for t, _, _ in solves) <= 8
+    # Chunks of 8 with a look-ahead of 4 (the next chunk's fade): 8 chunks, the last without.
+    assert [t for t, _, _ in solves] == [12] * 7 + [4]
     assert all(m <= 10 for _, m, _ in solves) and solves[1][1] > 0  # the background is carried
     for index, (_, _, seen) in enumerate(solves):
-        assert seen <= 3 + 8 * (index + 1)  # size probes of the first file + the chunks so far
+        assert seen <= 3 + 8 * (index + 1) + 4  # size probes of the first file + the chunks so far
     import imageio.v2 as imageio
 
     assert imageio.get_reader(tmp_path / "out" / "mask.mp4").count_frames() == 60
+
+
+@pytest.mark.parametrize(
+    ("count", "chunk", "max_frames", "expected"),
+    [
+        (23, 5, None, [(0, 7), (5, 12), (10, 17), (15, 22), (20, 23)]),
+        (22, 5, None, [(0, 7), (5, 12), (10, 17), (15, 22), (20, 22)]),  # the file ends on a look-ahead
+        (22, 5, 20, [(0, 7), (5, 12), (10, 17), (15, 22)]),  # the look-ahead runs past max_frames
+        (22, 5, 12, [(0, 7), (5, 12), (10, 14)]),
+        (4, 5, None, [(0, 4)]),
+        (30, 9, None, [(0, 11), (9, 20), (18, 29), (27, 30)]),  # staged batches across the carried frames
+    ],
+)
+def test_chunks_with_a_look_ahead_hold_the_next_chunks_first_frames(tmp_path, count, chunk, max_frames, expected):
+    """``lookahead=2``: chunk ``k`` holds frames ``k * chunk`` to ``(k + 1) * chunk + 2``."""
+    from lrrtool.media import read_video_chunks
+
+    for t in range(count):
+        Image.new("L", (6, 4), 5 * t).save(tmp_path / f"{t:03d}.png")
+    chunks = read_video_chunks(tmp_path, chunk_frames=chunk, max_frames=max_frames, lookahead=2, raw=True)
+    values = [c[:, 0, 0, 0].tolist() for c, _ in chunks]
+    assert values == [[5 * t for t in range(a, b)] for a, b in expected]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from lrrtool import cluster
 from lrrtool.cli import app
+from lrrtool.errors import LRRError
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 
@@ -166,9 +167,11 @@ def read_video(path: Path) -> torch.Tensor:
 def test_separate_segments_are_joined_like_the_sequential_run(local_ray, tmp_path):
     """A 90-frame planted clip in three segments of 30 (chunks of 15; each segment warms
     up on the two chunks before it, so the third does not see frames 0-29): F-measure
-    within 0.01 of the sequential run (measured 0.9559 against 0.9575), one video of 90
-    frames per output, and no seam in the background at the borders worse than the
-    sequential run's own chunk borders."""
+    within 0.01 of the sequential run (measured 0.9814 against 0.9839), one video of 90
+    frames per output, and no seam in the background at the borders: each border's
+    frame-to-frame jump is at most twice the median jump, or the sequential run's own jump
+    at that frame where the encoder makes that larger (measured 0.85/255 at both runs'
+    frames 29-30, identical there; 0.26 at 59-60, the sequential run's 0.13, median 0.19)."""
     from test_separate import f_measure, planted_clip, write_clip
 
     video, truth, _ = planted_clip(frames=90, dimming=False)  # no light step at a border itself
@@ -190,13 +193,42 @@ def test_separate_segments_are_joined_like_the_sequential_run(local_ray, tmp_pat
     for name in ("sequential", "ray"):
         background = read_video(tmp_path / name / "background.mp4")
         jumps[name] = (background[1:] - background[:-1]).abs().mean(dim=(1, 2, 3))
-    # Chunks of 15 frames make the sequential run's own chunk borders its largest jumps
-    # (measured 1.39/255 at frames 14-15 against a median of 0.17/255); a segment border
-    # is one more chunk border, and is asked to be no worse than 1.5x the largest of those
-    # (measured 1.55 and 1.40).
     for border in (29, 59):
-        assert float(jumps["ray"][border]) <= 1.5 * float(jumps["sequential"].max()), jumps
+        allowed = max(2 * float(jumps["ray"].median()), float(jumps["sequential"][border]))
+        assert float(jumps["ray"][border]) <= allowed, (border, jumps)
     assert not list(tmp_path.glob(".ray.segments-*"))  # the scratch folders are gone
+
+
+def test_lossless_parts_joined_are_one_encode_of_the_whole(tmp_path):
+    """Lossless parts (colour and grey) hold their frames exactly; joined with a preset they
+    decode to exactly what one encode of the whole clip gives (no key frame at a border);
+    without one they are copied; a join that misses frames leaves no file."""
+    from test_separate import planted_clip
+
+    from lrrtool import media
+
+    video, _, _ = planted_clip(frames=30, height=48, width=63)  # an odd width is padded alike
+    for channels in (3, 1):
+        clip = video[:, :channels]
+        whole = media.VideoWriter(tmp_path / f"whole{channels}.mp4", 25.0)
+        whole.append(clip)
+        whole.close()
+        parts, lossy = [], []
+        for k, piece in enumerate(clip.split(12)):
+            for lossless, kept in ((True, parts), (False, lossy)):
+                writer = media.VideoWriter(tmp_path / f"part{channels}{k}{lossless}.mp4", 25.0, lossless=lossless)
+                writer.append(piece)
+                writer.close()
+                kept.append(writer.path)
+            decoded = read_video(parts[-1])[:, :, :63].permute(0, 3, 1, 2)[:, :channels]
+            assert torch.equal(decoded.to(torch.uint8), piece)
+        joined = media.join_videos(parts, tmp_path / f"joined{channels}.mp4", frames=30, fps=25.0, preset="veryfast")
+        assert torch.equal(read_video(joined), read_video(whole.path))
+        copied = media.join_videos(lossy, tmp_path / f"copied{channels}.mp4", frames=30, fps=25.0)
+        assert read_video(copied).shape == read_video(whole.path).shape
+    with pytest.raises(LRRError, match="cannot join the segments"):
+        media.join_videos(parts, tmp_path / "short.mp4", frames=40, fps=25.0, preset="veryfast")
+    assert not (tmp_path / "short.mp4").exists() and not list(tmp_path.glob(".short*"))
 
 
 def test_a_failed_segment_fails_the_run_and_leaves_no_output(local_ray, tmp_path):

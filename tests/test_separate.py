@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from lrrtool.errors import LRRError
 from lrrtool.media import read_image
 from lrrtool.tasks.separate import (
+    LiftedSolve,
     SeparateSettings,
     _dilate,
     block_mean,
+    combine,
     noise_levels,
     noise_map,
     residual_mask,
@@ -208,6 +210,59 @@ def test_chunks_carry_a_full_size_background_and_stream_uint8():
     assert [p.background.dtype for p in parts] == [torch.uint8, torch.uint8]
     masks = torch.cat([p.mask for p in parts])
     assert f_measure(masks, truth) > 0.9
+
+
+def test_a_fade_is_the_weighted_sum_of_two_fits_in_every_view():
+    """``fade_from``: frame ``t < L`` is ``a_t`` times this fit plus ``1 - a_t`` times the
+    other, ``a_t = (t + 1) / (L + 1)``, in the background, in any slice and in the residuals
+    (also subsampled); the handover is this fit's own rows, unweighted."""
+    g = torch.Generator().manual_seed(0)
+    T, L = 12, 5
+    basis, coefficients = torch.randn(T, 2, generator=g), torch.randn(2, 3, 8, 10, generator=g)
+    rows, previous = torch.randn(L, 3, generator=g), torch.randn(3, 3, 8, 10, generator=g)
+    lifted = LiftedSolve(basis, coefficients, 1.0, torch.zeros(T, 3, 4, 5), None, 0.0)
+    lifted.fade_from(rows, previous)
+    a = (torch.arange(1, L + 1) / (L + 1)).view(-1, 1, 1, 1)
+    own = combine(basis, coefficients)
+    expected = own.clone()
+    expected[:L] = a * own[:L] + (1 - a) * combine(rows, previous)
+    torch.testing.assert_close(lifted.fit(0, T), expected)
+    torch.testing.assert_close(lifted.fit(3, 9), expected[3:9])
+    frames = torch.rand(T, 3, 8, 10, generator=g)
+    for step in (1, 2):
+        residual = torch.cat(list(lifted.residuals(frames, batch=4, step=step)))
+        torch.testing.assert_close(residual, (frames - expected)[:, :, ::step, ::step].abs().amax(1))
+    handed_rows, handed = lifted.handover(9, 12)
+    assert torch.equal(handed_rows, basis[9:12]) and handed is coefficients
+    with pytest.raises(LRRError, match="after its own fade"):
+        lifted.handover(2, 12)
+
+
+@pytest.mark.parametrize("work_pixels", [32 * 24, 0])
+def test_chunk_borders_fade_in_without_a_step(work_pixels):
+    """90 frames in chunks of 15. Each chunk solved alone steps the background at its
+    borders (measured, lifted: up to 1.71/255 against a median frame-to-frame change of
+    0.37; robust PCA at full size: 1.32 against 0.36); with each chunk also solving 7
+    frames of the next, over which the next fades in, no border jumps more than twice the
+    median (0.49 against 0.34; 0.46 against 0.33), and the mask is no worse (F 0.944 ->
+    0.977; 0.988 -> 0.996)."""
+    video, truth, _ = planted_clip(frames=90, dimming=False)
+
+    def separated(lookahead: int) -> tuple[torch.Tensor, float]:
+        chunks = [(video[s : s + 15 + lookahead], min(15, 90 - s)) for s in range(0, 90, 15)]
+        parts = list(separate_chunks(chunks, SeparateSettings(work_pixels=work_pixels)))
+        background = torch.cat([p.background_frames() for p in parts]).float()
+        background = background if background.max() > 1 else background * 255
+        assert background.shape == video.shape
+        jumps = (background[1:] - background[:-1]).abs().mean(dim=(1, 2, 3))
+        return jumps, f_measure(torch.cat([p.mask for p in parts]), truth)
+
+    borders = [14, 29, 44, 59, 74]
+    stepped, stepped_f = separated(0)
+    faded, faded_f = separated(7)
+    assert float(stepped[borders].max()) > 2 * float(stepped.median()), stepped
+    assert float(faded[borders].max()) <= 2 * float(faded.median()), faded
+    assert faded_f >= stepped_f - 0.005 and faded_f > 0.9
 
 
 def test_foreground_view_in_integers_matches_the_float_rule():

@@ -29,6 +29,10 @@ beat robust PCA alone (0.93 against 0.76), whose low-rank part absorbs noise. Th
 Long videos are solved chunk by chunk (:func:`separate_chunks`); ``memory`` (background
 frames of the previous chunk) is appended as extra columns, so the background carries
 across chunks, and the chunk size follows a memory budget (:func:`chunk_frames_for`).
+Each chunk also solves the next chunk's first frames (a look-ahead, not written), and the
+next chunk's background fades from that solve to its own over them (:func:`fade_weights`):
+two solves of one frame differ by about 0.6/255 on average, a step twenty times the
+background's frame-to-frame change, which the fade spreads over ``BLEND_FRAMES``.
 """
 
 from __future__ import annotations
@@ -58,6 +62,23 @@ MEMORY_FRAMES = 10
 WORK_PIXELS = 128 * 72
 #: Frames solved at once when neither the user nor the memory budget asks for fewer.
 DEFAULT_CHUNK_FRAMES = 200
+#: Frames of the next chunk each chunk also solves, over which the next one fades in.
+BLEND_FRAMES = 16
+
+
+def blend_frames(chunk_frames: int) -> int:
+    """The look-ahead of chunks of ``chunk_frames``: ``BLEND_FRAMES``, or half a chunk
+    when that is less."""
+    return min(BLEND_FRAMES, chunk_frames // 2)
+
+
+def fade_weights(frames: int, like: Tensor) -> Tensor:
+    r"""The weights :math:`a_t = (t + 1) / (L + 1)`, ``t < L = frames``, of a chunk's own
+    solve in the background of its first ``L`` frames, :math:`a_t X_t + (1 - a_t) X'_t`
+    with :math:`X'` the previous chunk's solve of them: a linear fade, whose largest
+    frame-to-frame step, :math:`\|X - X'\| / (L + 1)`, is the least of any fade over
+    ``L`` frames. ``(L,)`` of ``like``'s dtype and device."""
+    return torch.arange(1, frames + 1, dtype=like.dtype, device=like.device) / (frames + 1)
 
 
 @dataclass(frozen=True)
@@ -109,6 +130,7 @@ def separate(
     settings: SeparateSettings = SeparateSettings(),
     *,
     memory: Tensor | None = None,
+    fade: Tensor | None = None,
     callback: Callback | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, SolveResult]:
     """Split ``frames`` ``(T, C, H, W)`` in ``[0, 1]`` into background, foreground, mask.
@@ -118,6 +140,8 @@ def separate(
         settings: see :class:`SeparateSettings`.
         memory: optional ``(M, C, H, W)`` background frames of the previous chunk, solved
             with the chunk as extra columns (not returned).
+        fade: optional ``(L, C, H, W)``, ``L <= T``: another solve's background of the
+            first ``L`` frames, which the background fades from (:func:`fade_weights`).
         callback: solver progress.
 
     Returns:
@@ -131,6 +155,11 @@ def separate(
     X, result = _solve(frames if memory is None else torch.cat([frames, memory.to(frames)]), s, callback)
     with torch.no_grad():
         bg = X[:T].clamp(0, 1)
+        if fade is not None:
+            L = fade.shape[0]
+            if L > T:
+                raise LRRError(f"a fade over {L} frames needs a chunk of at least {L}, got {T}")
+            bg[:L].lerp_(fade.to(bg), 1 - fade_weights(L, bg).view(-1, 1, 1, 1))
         fg = frames - bg
         mask = foreground_mask(fg, s.threshold, s.grow)
     return bg, fg, mask, result
@@ -431,7 +460,12 @@ class LiftedSolve:
     carried frames; ``coefficients`` ``(r, C, H, W)`` float32, one set per full-size
     pixel; ``low_rank`` ``(T + M, C, h, w)``: the working solve's background; ``result``:
     its solve; ``spread``: :func:`temporal_spread` of ``low_rank``. Nothing frame-sized
-    is stored: backgrounds and residuals are made on demand, a few frames at a time."""
+    is stored: backgrounds and residuals are made on demand, a few frames at a time.
+
+    ``fade``: ``(rows, coefficients)`` of another fit of the first ``L = len(rows)``
+    frames (``rows`` ``(L, r')``, ``coefficients`` ``(r', C, H, W)``), set by
+    :meth:`fade_from`: the background of frame ``t < L`` is then
+    ``a_t basis[t] @ C + (1 - a_t) rows[t] @ C'`` (:func:`fade_weights`)."""
 
     basis: Tensor
     coefficients: Tensor
@@ -439,10 +473,30 @@ class LiftedSolve:
     low_rank: Tensor
     result: SolveResult
     spread: float
+    fade: tuple[Tensor, Tensor] | None = None
 
     @property
     def components(self) -> int:
         return self.basis.shape[1]
+
+    def fade_from(self, rows: Tensor, coefficients: Tensor) -> None:
+        """Fade the first ``len(rows)`` frames in from the fit ``rows @ coefficients`` (the
+        previous chunk's, :meth:`handover`): both terms of the fade are fits, so the
+        background stays ``basis @ C`` with the weights folded into the rows."""
+        L = rows.shape[0]
+        if self.basis.shape[0] < L:
+            raise LRRError(f"a fade over {L} frames needs a chunk of at least {L}, got {self.basis.shape[0]}")
+        weights = fade_weights(L, self.basis)[:, None]
+        self.basis = self.basis.clone()
+        self.basis[:L] *= weights
+        self.fade = ((1 - weights) * rows.to(self.basis), coefficients)
+
+    def handover(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """``(rows, coefficients)`` of frames ``start:stop`` for the next chunk's
+        :meth:`fade_from`; frames past this one's own fade."""
+        if self.fade is not None and start < self.fade[0].shape[0]:
+            raise LRRError("a chunk's look-ahead must start after its own fade")
+        return self.basis[start:stop], self.coefficients
 
     def background(self, start: int, stop: int) -> Tensor:
         """uint8 ``(stop - start, C, H, W)``: the background of frames ``start:stop``, made
@@ -455,7 +509,18 @@ class LiftedSolve:
 
     def fit(self, start: int, stop: int) -> Tensor:
         """The unquantised background of frames ``start:stop`` in units of ``levels``."""
-        return combine(self.basis[start:stop], self.coefficients)
+        background = combine(self.basis[start:stop], self.coefficients)
+        return self._subtract_fade(background, start, stop, sign=-1)
+
+    def _subtract_fade(self, values: Tensor, start: int, stop: int, step: int = 1, sign: int = 1) -> Tensor:
+        """``values`` (frames ``start:stop``, every ``step``-th row and column) minus
+        ``sign`` times the faded-out fit's part, in place."""
+        if self.fade is None or start >= self.fade[0].shape[0]:
+            return values
+        rows, coefficients = self.fade
+        end = min(stop, rows.shape[0])
+        subtract_combination(values[: end - start], sign * rows[start:end], coefficients[:, :, ::step, ::step])
+        return values
 
     def residuals(self, frames: Tensor, batch: int = 0, step: int = 1) -> Iterator[Tensor]:
         """``|frame - background|`` maxed over channels, ``(b, H, W)`` float in ``[0, 1]``
@@ -467,6 +532,7 @@ class LiftedSolve:
             stop = min(start + size, frames.shape[0])
             difference = frames[start:stop, :, ::step, ::step].to(coefficients.dtype, copy=True)  # changed in place
             subtract_combination(difference, self.basis[start:stop], coefficients)
+            self._subtract_fade(difference, start, stop, step)
             yield difference.abs_().amax(dim=1).div_(self.levels)
 
     def noise_levels(self, frames: Tensor) -> Tensor:
@@ -549,34 +615,37 @@ def chunk_frames_for(
     staged_frames: int = 0,
 ) -> int:
     """Frames per chunk for frames ``(C, H, W)`` of ``dtype``: ``chunk_frames`` (default
-    200) or fewer, so that what a chunk holds stays within ``memory_gib``, besides
-    ``staged_frames`` uint8 frames that the caller's decoder holds.
+    200) or fewer, so that what a chunk holds, with its look-ahead (:func:`blend_frames`),
+    stays within ``memory_gib``, besides ``staged_frames`` uint8 frames that the caller's
+    decoder holds.
 
     ``work_pixels`` 0 (robust PCA on the frames themselves): the solver's working copies
     of the chunk and the carried frames. Otherwise (:func:`separate_lifted`): per frame
     the uint8 frame, its mask and the working solve's copies; fixed: the coefficients,
     the fit's band temporaries, the carried and prior frames, and a batch of the mask
-    rule and of the output. ``RUNTIME_GIB`` of the budget is left to the process itself."""
+    rule and of the output. Both: the fade carried from the previous chunk (its
+    look-ahead's background, or a second set of coefficients). ``RUNTIME_GIB`` of the
+    budget is left to the process itself."""
     C, H, W = frame_shape
     s = settings.resolved()
     h, w = working_size(H, W, s.work_pixels)
     bytes_per_value = torch.finfo(dtype).bits // 8
     copies = WORKING_COPIES[settings.choice]
     if s.work_pixels == 0:
-        per_frame, fixed = C * H * W * bytes_per_value * copies, 0
+        per_frame, fixed = C * H * W * bytes_per_value * copies, BLEND_FRAMES * C * H * W * bytes_per_value
     else:
         per_frame = C * H * W + H * W + C * h * w * bytes_per_value * copies
         fixed = FIT_BAND_VALUES * bytes_per_value * LIFT_BAND_COPIES + (MEMORY_FRAMES + PRIOR_FRAMES) * C * H * W
-        fixed += MAX_COMPONENTS * C * H * W * bytes_per_value  # the coefficients
+        fixed += 2 * MAX_COMPONENTS * C * H * W * bytes_per_value  # the coefficients, and the fade's
         fixed += MASK_BATCH * max(MASK_COPIES * H * W * bytes_per_value, OUTPUT_COPIES * C * H * W)  # not at once
     fixed += staged_frames * C * H * W
-    budget = int(((memory_gib - RUNTIME_GIB) * 2**30 - fixed) // per_frame)
-    if budget < 2 + MEMORY_FRAMES:
+    held = int(((memory_gib - RUNTIME_GIB) * 2**30 - fixed) // per_frame) - MEMORY_FRAMES  # chunk + look-ahead
+    if held < 3:
         raise LRRError(
             f"memory_gib {memory_gib} does not hold frames of {W}x{H}: use --scale/--size, --grey or a larger budget",
             parameter="memory_gib",
         )
-    return min(chunk_frames or DEFAULT_CHUNK_FRAMES, budget - MEMORY_FRAMES)
+    return min(chunk_frames or DEFAULT_CHUNK_FRAMES, held - min(BLEND_FRAMES, held // 3))
 
 
 #: The process itself (Python, torch, imageio) and what its heap keeps: 0.35 GiB peak resident
@@ -688,7 +757,7 @@ def _unit(x: Tensor) -> Tensor:
 
 
 def separate_chunks(
-    chunks: Iterable[Tensor],
+    chunks: Iterable[Tensor | tuple[Tensor, int]],
     settings: SeparateSettings = SeparateSettings(),
     *,
     device: torch.device | str = "cpu",
@@ -700,15 +769,24 @@ def separate_chunks(
     one chunk (plus the carried frames) is held at once. Frames larger than
     ``settings.work_pixels`` are solved small and lifted (:func:`separate_lifted`).
     ``progress(index)`` gives a context manager around each chunk's solve that yields
-    its callback."""
-    memory = memory_full = None
+    its callback.
+
+    A chunk given as ``(frames, written)`` has its own frames ``frames[:written]`` and a
+    look-ahead ``frames[written:]``: the next chunk's first frames (or frames after the
+    part wanted), solved for the fade and not returned; the next chunk's background fades
+    from this solve to its own over them (:func:`fade_weights`), so a chunk border shows
+    no step. A plain tensor is all its own frames."""
+    memory = memory_full = fade = None
     index = -1
-    for chunk in chunks:  # not enumerate(): its cached result tuple would hold the last chunk
+    for item in chunks:  # not enumerate(): its cached result tuple would hold the last chunk
         index += 1
+        chunk, written = item if isinstance(item, tuple) else (item, item.shape[0])
+        del item
         with progress(index) if progress is not None else nullcontext() as callback:
-            part, memory, memory_full = _separate_chunk(
-                index, chunk, settings, memory, memory_full, device=device, dtype=dtype, callback=callback
-            )
+            part, memory, memory_full, fade = _separate_chunk(
+                index, chunk, written, settings, memory, memory_full, fade, device=device, dtype=dtype,
+                callback=callback,
+            )  # fmt: skip
         del chunk
         yield part
         del part  # only the carried frames outlive a chunk: it goes before the next is decoded
@@ -717,24 +795,32 @@ def separate_chunks(
 def _separate_chunk(
     index: int,
     chunk: Tensor,
+    written: int,
     settings: SeparateSettings,
     memory: Tensor | None,
     memory_full: Tensor | None,
+    fade: Tensor | tuple[Tensor, Tensor] | None,
     *,
     device: torch.device | str,
     dtype: torch.dtype,
     callback: Callback | None,
-) -> tuple[SeparatedChunk, Tensor, Tensor | None]:
-    """One chunk of :func:`separate_chunks`: the solved chunk, and the working-size and
-    full-size background frames it carries into the next."""
+) -> tuple[SeparatedChunk, Tensor, Tensor | None, Tensor | tuple[Tensor, Tensor] | None]:
+    """One chunk of :func:`separate_chunks`: the solved chunk (its first ``written``
+    frames), the working-size and full-size background frames it carries into the next,
+    and the fade it hands over: the background of its look-ahead (robust PCA) or its fit
+    there (``(rows, coefficients)``, lifted); None without a look-ahead."""
     s = settings.resolved()
     T = chunk.shape[0]
-    rows = torch.linspace(0, T - 1, MEMORY_FRAMES).round().long().unique()
+    if not 1 <= written <= T:
+        raise LRRError(f"a chunk of {T} frames cannot have {written} of its own")
+    rows = torch.linspace(0, written - 1, MEMORY_FRAMES).round().long().unique()
     if s.work_pixels == 0:
         frames = _unit(chunk.to(device)).to(dtype)
-        bg, _, mask, result = separate(frames, settings, memory=memory, callback=callback)
+        bg, _, mask, result = separate(frames, settings, memory=memory, fade=fade, callback=callback)
+        handover = bg[written:] if written < T else None
+        bg, frames, mask = bg[:written], frames[:written], mask[:written]
         part = SeparatedChunk(index, frames, mask, result, spread=temporal_spread(bg), solved=bg)
-        return part, bg[rows.to(bg.device)], None
+        return part, bg[rows.to(bg.device)], None, handover
     frames = chunk.to(device)
     lifted = separate_lifted(
         frames if frames.dtype == torch.uint8 else frames.to(dtype),
@@ -743,10 +829,14 @@ def _separate_chunk(
         memory_full=memory_full,
         callback=callback,
     )
-    mask = torch.empty(T, *frames.shape[2:], dtype=torch.bool, device=frames.device)
+    if fade is not None:
+        lifted.fade_from(*fade)
+    handover = lifted.handover(written, T) if written < T else None
+    frames = frames[:written]
+    mask = torch.empty(written, *frames.shape[2:], dtype=torch.bool, device=frames.device)
     levels = lifted.noise_levels(frames)
     mask = residual_mask(lifted.residuals(frames), s.threshold, s.grow, levels=levels, out=mask)
     part = SeparatedChunk(index, frames, mask, lifted.result, lifted.spread, lifted=lifted)
     rows = rows.to(lifted.low_rank.device)
     carried_full = torch.cat([lifted.background(int(t), int(t) + 1) for t in rows])
-    return part, lifted.low_rank[:T][rows].clamp(0, 1), carried_full
+    return part, lifted.low_rank[:T][rows].clamp(0, 1), carried_full, handover
