@@ -10,7 +10,8 @@ Run: ``python bench/scale.py [--images 32] [--frames 1200] [--size 640x360] [--s
   outputs are compared pixel by pixel with the sequential run's.
 - Video: ``lrrtool separate`` on a planted ``--size`` colour clip of ``--frames`` frames
   (``bench/planted_video.py``), sequentially (``--threads 1`` and every core) and with
-  ``--ray --threads 1 --segment-frames frames/segments``. F-measure against the truth,
+  ``--ray --threads 1 --segment-frames frames/segments`` and with the default segments
+  (shared over the task slots, the first longer by a warm-up). F-measure against the truth,
   and the background's seam: the largest frame-to-frame jump of the background video at
   a segment border against the median jump, the largest over the fade after a border
   (``BLEND_FRAMES``), and the sequential run's at the same frames; and for the Ray run,
@@ -99,37 +100,39 @@ def video(frames: int, size: tuple[int, int], segments: int, cores: int) -> None
         length = -(-frames // segments)
         print(f"\n## Video: lrrtool separate, planted {width}x{height} colour clip, {frames} frames\n")
         print(
-            "| run | seconds | fps | speed-up | F-measure | background jump at segment borders, /255 "
-            f"(largest; median jump; largest in the {BLEND_FRAMES} frames after; the sequential run's there) "
-            "| joining |"
+            "| run | segments (frames) | seconds | fps | speed-up | F-measure | background jump at the segment "
+            f"borders, /255 (largest; median jump; largest in the {BLEND_FRAMES} frames after; the sequential "
+            "run's there) | joining |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
+        runs = (
+            ("sequential, --threads 1", ("--threads", 1)),
+            (f"sequential, --threads 0 ({cores} threads)", ("--threads", 0)),
+            (f"--ray --threads 1 --segment-frames {length}", ("--ray", "--threads", 1, "--segment-frames", length)),
+            ("--ray --threads 1 (default segments)", ("--ray", "--threads", 1)),
+        )
         first, sequential_jumps = None, None
-        for run, (label, flags) in enumerate(
-            (
-                ("sequential, --threads 1", ("--threads", 1)),
-                (f"sequential, --threads 0 ({cores} threads)", ("--threads", 0)),
-                (f"--ray --threads 1 --segment-frames {length}", ("--ray", "--threads", 1, "--segment-frames", length)),
-            )
-        ):
+        for run, (label, flags) in enumerate(runs):
             out = folder / f"out{run}"
             seconds, report = lrrtool("separate", clip.path, "--output-dir", out, *flags)
             first = first or seconds
             mask = read_frames(out / "mask.mp4")[..., 0] > 127
             jumps = frame_jumps(read_frames(out / "background.mp4"))
-            borders = [length * k - 1 for k in range(1, segments) if length * k < frames]
             sequential_jumps = jumps if sequential_jumps is None else sequential_jumps
+            parts = report.get("segments", [])
+            borders = [part["start"] - 1 for part in parts[1:]]
             seam = (
                 f"{max(jumps[b] for b in borders):.3f}; {np.median(jumps):.3f}; "
                 f"{max(jumps[b : b + BLEND_FRAMES + 1].max() for b in borders):.3f}; "
                 f"{max(sequential_jumps[b] for b in borders):.3f}"
                 if borders
-                else "–"
+                else f"–; {np.median(jumps):.3f}; –; –"
             )
             fps = report.get("frames", frames) / seconds
             joining = f"{report['join_seconds']:.1f} s" if "join_seconds" in report else "–"
+            sizes = " + ".join(str(part["frames"]) for part in parts) or "–"
             print(
-                f"| {label} | {seconds:.1f} | {fps:.1f} | {first / seconds:.2f}x | "
+                f"| {label} | {sizes} | {seconds:.1f} | {fps:.1f} | {first / seconds:.2f}x | "
                 f"{f_measure(mask, clip.truth):.4f} | {seam} | {joining} |"
             )
 

@@ -11,6 +11,7 @@ import itertools
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -358,8 +359,9 @@ def separate_segments(
     segments_done: Callable[[int, int], None] | None = None,
 ) -> dict[str, object]:
     """:func:`separate_video` split in time: segments of ``segment_frames`` frames (None:
-    the frames shared over ``slots`` tasks; rounded up to whole chunks, so the chunks are
-    the sequential run's) are separated independently by ``run``, each
+    the frames shared over ``slots`` tasks, at least four chunks, the first longer by the
+    others' warm-up, so each task solves about as many frames; rounded up to whole
+    chunks, so the chunks are the sequential run's) are separated independently by ``run``, each
     into a scratch folder beside ``folder``, then their videos are joined in order
     (:func:`lrrtool.media.join_videos`) into the same outputs: those of
     ``SEAMLESS_OUTPUTS`` written lossless and encoded once, so a segment border is no key
@@ -380,14 +382,18 @@ def separate_segments(
         raise LRRError(f"{video}: its frame count is unknown, so it cannot be split into segments")
     if wanted < 2:
         raise LRRError(f"{video}: {wanted} frame(s) from frame {start}; a background needs at least 2")
-    length = segment_frames or max(2 * WARMUP_CHUNKS * per_chunk, -(-wanted // max(slots, 1)))
-    if length < 2:
-        raise LRRError(f"segment_frames must be >= 2, got {length}", parameter="segment_frames")
+    warm = WARMUP_CHUNKS * per_chunk
+    if segment_frames is not None and segment_frames < 2:
+        raise LRRError(f"segment_frames must be >= 2, got {segment_frames}", parameter="segment_frames")
+    # Shared over the slots, every task solves about as many frames: the first segment has
+    # no warm-up to solve, so it takes that many more frames of its own.
+    length = segment_frames or max(2 * warm, -(-max(wanted - warm, 0) // max(slots, 1)))
     length = -(-length // per_chunk) * per_chunk  # whole chunks: the sequential run's chunk borders
-    bounds = [*range(start, start + wanted, length), start + wanted]
+    first = length if segment_frames else length + warm
+    bounds = [start, *range(start + first, start + wanted, length), start + wanted]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2:  # a last segment of one frame joins the one before
         bounds.pop(-2)
-    segments = [(a, b - a, min(WARMUP_CHUNKS * per_chunk, a - start)) for a, b in itertools.pairwise(bounds)]
+    segments = [(a, b - a, min(warm, a - start)) for a, b in itertools.pairwise(bounds)]
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.segments-", dir=folder.resolve().parent))
     plan = {scratch / f"{k:05d}": segment for k, segment in enumerate(segments)}
 
@@ -542,14 +548,26 @@ def _malloc_trim():
 
 def peak_memory_gib(device: torch.device | str) -> float | None:
     """Peak resident memory of this process so far (GiB; None where the platform does not
-    say), or on CUDA the peak of torch's allocator on that device."""
+    say), or on CUDA the peak of torch's allocator on that device.
+
+    On Linux from ``VmHWM`` in ``/proc/self/status``, which starts afresh with the program:
+    ``getrusage``'s ``ru_maxrss`` survives ``execve``, so a process started from a large
+    one reports at least its parent's size at the fork (measured: 3.01 GiB for a child of
+    a 3 GiB parent that itself held 13 MB). Elsewhere ``ru_maxrss`` (kB on Linux, bytes on
+    macOS)."""
     if torch.device(device).type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+    try:
+        status = Path("/proc/self/status").read_text()
+        return round(int(status.split("VmHWM:")[1].split()[0]) / 2**20, 3)
+    except (OSError, IndexError, ValueError):
+        pass
     try:
         import resource
     except ImportError:  # not on Windows
         return None
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**30 if sys.platform == "darwin" else 2**20), 3)
 
 
 def complete_csv(

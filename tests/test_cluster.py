@@ -199,6 +199,31 @@ def test_separate_segments_are_joined_like_the_sequential_run(local_ray, tmp_pat
     assert not list(tmp_path.glob(".ray.segments-*"))  # the scratch folders are gone
 
 
+def test_default_segments_give_every_task_about_as_many_frames_to_solve(tmp_path):
+    """150 frames in chunks of 15 over two slots: the first segment, with no warm-up, takes
+    90 frames and the second 60 after its warm-up of 30, so each task solves 90 frames; the
+    segments' outputs join into one run of 150 frames."""
+    from test_separate import planted_clip, write_clip
+
+    from lrrtool.app import separate_segments
+    from lrrtool.tasks.separate import SeparateSettings
+
+    video, _, _ = planted_clip(frames=150, height=48, width=64, dimming=False)
+    clip = write_clip(tmp_path / "clip", video)
+    solved = []
+
+    def in_turn(jobs, work, finished):  # a runner without Ray: the tasks one after another
+        for k, (path, target) in enumerate(jobs):
+            entry = work(path, target)
+            solved.append(sum(c["frames"] for c in entry["chunks"]))
+            finished(k, (entry, None))
+
+    report = separate_segments(clip, tmp_path / "out", SeparateSettings(), run=in_turn, slots=2, chunk_frames=15)
+    assert [(s["start"], s["frames"], s["warmup"]) for s in report["segments"]] == [(0, 90, 0), (90, 60, 30)]
+    assert solved == [90, 60] and report["frames"] == 150 and len(report["chunks"]) == 10
+    assert read_video(tmp_path / "out" / "background.mp4").shape[0] == 150
+
+
 def test_lossless_parts_joined_are_one_encode_of_the_whole(tmp_path):
     """Lossless parts (colour and grey) hold their frames exactly; joined with a preset they
     decode to exactly what one encode of the whole clip gives (no key frame at a border);

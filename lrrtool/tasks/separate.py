@@ -817,7 +817,7 @@ def _separate_chunk(
     if s.work_pixels == 0:
         frames = _unit(chunk.to(device)).to(dtype)
         bg, _, mask, result = separate(frames, settings, memory=memory, fade=fade, callback=callback)
-        handover = bg[written:] if written < T else None
+        handover = bg[written:].clone() if written < T else None  # not a view that holds the chunk's background
         bg, frames, mask = bg[:written], frames[:written], mask[:written]
         part = SeparatedChunk(index, frames, mask, result, spread=temporal_spread(bg), solved=bg)
         return part, bg[rows.to(bg.device)], None, handover
