@@ -359,9 +359,9 @@ def separate_segments(
     segments_done: Callable[[int, int], None] | None = None,
 ) -> dict[str, object]:
     """:func:`separate_video` split in time: segments of ``segment_frames`` frames (None:
-    the frames shared over ``slots`` tasks, at least four chunks, the first longer by the
-    others' warm-up, so each task solves about as many frames; rounded up to whole
-    chunks, so the chunks are the sequential run's) are separated independently by ``run``, each
+    the frames shared over ``slots`` tasks, the first longer by the others' warm-up, so
+    each task solves about as many frames; rounded up to whole chunks, so the chunks are
+    the sequential run's) are separated independently by ``run``, each
     into a scratch folder beside ``folder``, then their videos are joined in order
     (:func:`lrrtool.media.join_videos`) into the same outputs: those of
     ``SEAMLESS_OUTPUTS`` written lossless and encoded once, so a segment border is no key
@@ -385,9 +385,10 @@ def separate_segments(
     warm = WARMUP_CHUNKS * per_chunk
     if segment_frames is not None and segment_frames < 2:
         raise LRRError(f"segment_frames must be >= 2, got {segment_frames}", parameter="segment_frames")
-    # Shared over the slots, every task solves about as many frames: the first segment has
-    # no warm-up to solve, so it takes that many more frames of its own.
-    length = segment_frames or max(2 * warm, -(-max(wanted - warm, 0) // max(slots, 1)))
+    # Shared over the slots, every task solves about as many frames, (wanted + warm (slots -
+    # 1)) / slots, fewer than one task alone whenever a segment is longer than its warm-up:
+    # the first segment has no warm-up to solve, so it takes that many more frames.
+    length = segment_frames or -(-max(wanted - warm, 1) // max(slots, 1))
     length = -(-length // per_chunk) * per_chunk  # whole chunks: the sequential run's chunk borders
     first = length if segment_frames else length + warm
     bounds = [start, *range(start + first, start + wanted, length), start + wanted]

@@ -693,8 +693,8 @@ def separate(
             metavar="N",
             min=2,
             help="With --ray: frames per segment, one task each, rounded up to whole chunks (default: the frames "
-            "shared over the cluster's task slots, at least four chunks each, the first two chunks longer). Each "
-            "segment but the first first solves the two chunks before it, unwritten.",
+            "shared over the cluster's task slots, the first two chunks longer, so every task solves as many frames). "
+            "Each segment but the first first solves the two chunks before it, unwritten.",
         ),
     ] = None,
 ) -> None:

@@ -31,8 +31,9 @@ frames of the previous chunk) is appended as extra columns, so the background ca
 across chunks, and the chunk size follows a memory budget (:func:`chunk_frames_for`).
 Each chunk also solves the next chunk's first frames (a look-ahead, not written), and the
 next chunk's background fades from that solve to its own over them (:func:`fade_weights`):
-two solves of one frame differ by about 0.6/255 on average, a step twenty times the
-background's frame-to-frame change, which the fade spreads over ``BLEND_FRAMES``.
+two solves of one frame differ by 0.5-0.9/255 on average (measured on a planted 640x360
+clip in chunks of 100), a step 7-12 times the background's frame-to-frame change, which
+the fade spreads over ``BLEND_FRAMES``.
 """
 
 from __future__ import annotations
