@@ -365,10 +365,11 @@ def separate_segments(
     into a scratch folder beside ``folder``, then their videos are joined in order
     (:func:`lrrtool.media.join_videos`) into the same outputs: those of
     ``SEAMLESS_OUTPUTS`` written lossless and encoded once, so a segment border is no key
-    frame; the others copied. Each segment but the first also reads ``WARMUP_CHUNKS`` chunks of frames
-    before its start as a warm-up, solved and not written, so the background it starts
-    from is close to the one a sequential run carries, and its last chunk solves the
-    look-ahead past its end as the sequential run's does (the next chunk's fade).
+    frame; the others copied. Each segment but the first also reads ``WARMUP_CHUNKS``
+    chunks of frames before its start as a warm-up, solved and not written, so the
+    background it starts from is close to the one a sequential run carries, and its last
+    chunk solves the look-ahead past its end as the sequential run's does (the next
+    chunk's fade).
     A failed segment fails the run and leaves no output. ``segments_done(done, total)`` is
     called as segments end. Returns the report of :func:`separate_video`, the segments'
     chunks and warnings joined, plus ``segments`` (start, frames, warm-up of each) and
@@ -382,19 +383,19 @@ def separate_segments(
         raise LRRError(f"{video}: its frame count is unknown, so it cannot be split into segments")
     if wanted < 2:
         raise LRRError(f"{video}: {wanted} frame(s) from frame {start}; a background needs at least 2")
-    warm = WARMUP_CHUNKS * per_chunk
+    warm_frames = WARMUP_CHUNKS * per_chunk
     if segment_frames is not None and segment_frames < 2:
         raise LRRError(f"segment_frames must be >= 2, got {segment_frames}", parameter="segment_frames")
     # Shared over the slots, every task solves about as many frames, (wanted + warm (slots -
     # 1)) / slots, fewer than one task alone whenever a segment is longer than its warm-up:
     # the first segment has no warm-up to solve, so it takes that many more frames.
-    length = segment_frames or -(-max(wanted - warm, 1) // max(slots, 1))
+    length = segment_frames or -(-max(wanted - warm_frames, 1) // max(slots, 1))
     length = -(-length // per_chunk) * per_chunk  # whole chunks: the sequential run's chunk borders
-    first = length if segment_frames else length + warm
-    bounds = [start, *range(start + first, start + wanted, length), start + wanted]
+    first_length = length if segment_frames else length + warm_frames
+    bounds = [start, *range(start + first_length, start + wanted, length), start + wanted]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2:  # a last segment of one frame joins the one before
         bounds.pop(-2)
-    segments = [(a, b - a, min(warm, a - start)) for a, b in itertools.pairwise(bounds)]
+    segments = [(a, b - a, min(warm_frames, a - start)) for a, b in itertools.pairwise(bounds)]
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.segments-", dir=folder.resolve().parent))
     plan = {scratch / f"{k:05d}": segment for k, segment in enumerate(segments)}
 

@@ -349,7 +349,7 @@ def read_video_chunks(
         width, height = meta.get("size") or meta.get("source_size") or (0, 0)
         target = _target_size(width, height, scale, size) if width else size
         frames = _safe_frames(reader, path)
-    size = chunk_frames + lookahead
+    held = chunk_frames + lookahead
     limit = None if max_frames is None else max_frames + lookahead
     chunk, staged, filled, waiting, count, carried = None, None, 0, 0, 0, None
     for index, frame in enumerate(frames):
@@ -361,7 +361,7 @@ def read_video_chunks(
         if staged is None:
             staged = np.empty((STAGED_FRAMES, *array.shape), dtype=np.uint8)
         if chunk is None:  # filled in place: no second copy of the chunk while stacking
-            chunk = torch.empty((size, array.shape[2], *array.shape[:2]), dtype=torch.uint8)
+            chunk = torch.empty((held, array.shape[2], *array.shape[:2]), dtype=torch.uint8)
             if carried is not None:
                 filled = carried.shape[0]
                 chunk[:filled] = carried
@@ -370,10 +370,10 @@ def read_video_chunks(
         waiting += 1
         filled += 1
         count += 1
-        if waiting == STAGED_FRAMES or filled == size:
+        if waiting == STAGED_FRAMES or filled == held:
             _unstage(chunk, staged, filled, waiting)
             waiting = 0
-        if filled == size:
+        if filled == held:
             yield _chunk(chunk, raw), fps
             # The look-ahead is copied once the consumer has let the chunk go, so the copy
             # does not sit beside its solve.
@@ -623,7 +623,9 @@ def join_videos(
     import imageio_ffmpeg
 
     codec = ["-c", "copy"]
-    if preset is not None:  # a grey part decodes as full-range YUV: scaled as a grey frame from imageio is
+    if preset is not None:
+        # A grey part decodes as full-range YUV, which must go to limited range as a grey
+        # frame piped by VideoWriter does (RGB parts ignore in_range).
         codec = ["-vf", "scale=in_range=full:out_range=limited", *_x264_options(preset)]
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.stem}.") as scratch:
         listing = Path(scratch) / "parts.txt"
