@@ -200,15 +200,23 @@ def check_output(path: str | Path, protect: Iterable[str | Path] = (), *, image:
 
 def make_folder(folder: str | Path) -> list[Path]:
     """Create ``folder`` and its missing parents; returns the folders created (deepest
-    last), for :func:`remove_empty` after a failure."""
+    last), for :func:`remove_empty` after a failure. A folder that another process makes
+    meanwhile (a parallel task writing beside this one) is used, not counted as created."""
     missing = _missing_folders(Path(folder))[0]
+    created: list[Path] = []
     try:
-        for created in reversed(missing):
-            created.mkdir()
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:
+                if not path.is_dir():
+                    raise
+                continue
+            created.append(path)
     except OSError as error:
-        remove_empty(missing)
+        remove_empty(created)
         raise LRRError(f"{missing[0]}: cannot create the folder ({_reason(error)})") from None
-    return list(reversed(missing))
+    return created
 
 
 def remove_empty(folders: Iterable[Path]) -> None:

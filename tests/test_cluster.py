@@ -72,6 +72,28 @@ def test_ray_batch_gives_the_sequential_report_outputs_and_exit_code(local_ray, 
     assert result.exit_code == 0 and result.output.count("skip ") == 3, result.output
 
 
+def test_an_output_folder_made_meanwhile_by_a_parallel_task_is_used(tmp_path, monkeypatch):
+    """Two tasks writing into one new folder: the one whose mkdir comes second finds the
+    folder there (the race that failed a --ray batch one run in a few), uses it and does
+    not count it as its own to remove; a file in the way is still an error."""
+    from lrrtool import media
+
+    target = tmp_path / "out" / "deeper"
+    real_missing = media._missing_folders
+
+    def raced(folder):  # both folders missing when looked at, one made before the mkdir
+        missing = real_missing(folder)
+        (tmp_path / "out").mkdir()
+        return missing
+
+    monkeypatch.setattr(media, "_missing_folders", raced)
+    assert media.make_folder(target) == [target] and target.is_dir()
+    monkeypatch.setattr(media, "_missing_folders", lambda folder: ([folder], None))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LRRError, match="cannot create the folder"):
+        media.make_folder(tmp_path / "file")
+
+
 def test_a_task_whose_worker_dies_is_run_again(local_ray, tmp_path):
     """The first worker to take the task exits at once, as a killed one would; Ray runs
     the task again on another worker process and the output is complete."""
