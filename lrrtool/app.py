@@ -222,12 +222,10 @@ def separate_video(
     of = f"/{total_chunks}" if total_chunks else ""
     try:
         solved = separate_chunks(
-            chunks(), settings, device=device, dtype=dtype, progress=lambda i: progress(f"chunk {i + 1}{of}")
-        )
+            chunks(), settings, device=device, dtype=dtype, progress=lambda i: progress(f"chunk {i + 1}{of}"),
+            carry_only=warm_parts,
+        )  # fmt: skip
         for part in solved:
-            if part.index < warm_parts:
-                del part
-                continue
             if not writers:
                 created = media.make_folder(folder)
                 writers = {

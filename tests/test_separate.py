@@ -265,6 +265,19 @@ def test_chunk_borders_fade_in_without_a_step(work_pixels):
     assert faded_f >= stepped_f - 0.005 and faded_f > 0.9
 
 
+def test_warm_up_chunks_carry_what_they_would_and_are_not_yielded():
+    """``carry_only=2``: the first two chunks make no mask and are not yielded, and the
+    chunks after them come out exactly as in the run that yields all."""
+    video, _, _ = planted_clip(frames=60)
+    chunks = [(video[s : s + 15 + 7], min(15, 60 - s)) for s in range(0, 60, 15)]
+    settings = SeparateSettings(work_pixels=32 * 24)
+    every = list(separate_chunks(chunks, settings))
+    after = list(separate_chunks(chunks, settings, carry_only=2))
+    assert [p.index for p in after] == [2, 3]
+    for mine, theirs in zip(after, every[2:], strict=True):
+        assert torch.equal(mine.mask, theirs.mask) and torch.equal(mine.background, theirs.background)
+
+
 def test_foreground_view_in_integers_matches_the_float_rule():
     video, _, _ = planted_clip(frames=20)
     part = run(video, work_pixels=32 * 24)

@@ -764,6 +764,7 @@ def separate_chunks(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: Callable[[int], AbstractContextManager[Callback | None]] | None = None,
+    carry_only: int = 0,
 ) -> Iterator[SeparatedChunk]:
     """Separate a stream of chunks ``(T, C, H, W)`` (uint8 or float in ``[0, 1]``) one at
     a time, carrying ``MEMORY_FRAMES`` background frames of each chunk into the next: only
@@ -776,7 +777,10 @@ def separate_chunks(
     look-ahead ``frames[written:]``: the next chunk's first frames (or frames after the
     part wanted), solved for the fade and not returned; the next chunk's background fades
     from this solve to its own over them (:func:`fade_weights`), so a chunk border shows
-    no step. A plain tensor is all its own frames."""
+    no step. A plain tensor is all its own frames.
+
+    The first ``carry_only`` chunks (a warm-up) are solved for what they carry into the
+    next only: no mask is made for them and they are not yielded."""
     memory = memory_full = fade = None
     index = -1
     for item in chunks:  # not enumerate(): its cached result tuple would hold the last chunk
@@ -786,10 +790,11 @@ def separate_chunks(
         with progress(index) if progress is not None else nullcontext() as callback:
             part, memory, memory_full, fade = _separate_chunk(
                 index, chunk, written, settings, memory, memory_full, fade, device=device, dtype=dtype,
-                callback=callback,
+                callback=callback, masked=index >= carry_only,
             )  # fmt: skip
         del chunk
-        yield part
+        if index >= carry_only:
+            yield part
         del part  # only the carried frames outlive a chunk: it goes before the next is decoded
 
 
@@ -805,11 +810,13 @@ def _separate_chunk(
     device: torch.device | str,
     dtype: torch.dtype,
     callback: Callback | None,
-) -> tuple[SeparatedChunk, Tensor, Tensor | None, Tensor | tuple[Tensor, Tensor] | None]:
+    masked: bool = True,
+) -> tuple[SeparatedChunk | None, Tensor, Tensor | None, Tensor | tuple[Tensor, Tensor] | None]:
     """One chunk of :func:`separate_chunks`: the solved chunk (its first ``written``
-    frames), the working-size and full-size background frames it carries into the next,
-    and the fade it hands over: the background of its look-ahead (robust PCA) or its fit
-    there (``(rows, coefficients)``, lifted); None without a look-ahead."""
+    frames; None when not ``masked`` and lifted: a warm-up chunk needs no mask), the
+    working-size and full-size background frames it carries into the next, and the fade
+    it hands over: the background of its look-ahead (robust PCA) or its fit there
+    (``(rows, coefficients)``, lifted); None without a look-ahead."""
     s = settings.resolved()
     T = chunk.shape[0]
     if not 1 <= written <= T:
@@ -833,11 +840,13 @@ def _separate_chunk(
     if fade is not None:
         lifted.fade_from(*fade)
     handover = lifted.handover(written, T) if written < T else None
-    frames = frames[:written]
-    mask = torch.empty(written, *frames.shape[2:], dtype=torch.bool, device=frames.device)
-    levels = lifted.noise_levels(frames)
-    mask = residual_mask(lifted.residuals(frames), s.threshold, s.grow, levels=levels, out=mask)
-    part = SeparatedChunk(index, frames, mask, lifted.result, lifted.spread, lifted=lifted)
+    part = None
+    if masked:
+        frames = frames[:written]
+        mask = torch.empty(written, *frames.shape[2:], dtype=torch.bool, device=frames.device)
+        levels = lifted.noise_levels(frames)
+        mask = residual_mask(lifted.residuals(frames), s.threshold, s.grow, levels=levels, out=mask)
+        part = SeparatedChunk(index, frames, mask, lifted.result, lifted.spread, lifted=lifted)
     rows = rows.to(lifted.low_rank.device)
     carried_full = torch.cat([lifted.background(int(t), int(t) + 1) for t in rows])
     return part, lifted.low_rank[:T][rows].clamp(0, 1), carried_full, handover
