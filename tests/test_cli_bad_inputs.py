@@ -176,22 +176,26 @@ def test_sixteen_bit_grey_frames_are_scaled_not_clipped(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("seconds", "message"),
-    [("1", "cannot write (ffmpeg stopped: [Errno 32] Broken pipe)"), ("3", "cannot write (ffmpeg could not finish")],
+    ("options", "message"),
+    [
+        (["-t", "1"], "cannot write (ffmpeg stopped: [Errno 32] Broken pipe)"),
+        (["-vf", "select=lt(n\\,75)"], "cannot write (ffmpeg could not finish"),
+    ],
 )
-def test_a_video_that_ffmpeg_cannot_finish_is_an_error_and_leaves_nothing(files, monkeypatch, seconds, message):
+def test_a_video_that_ffmpeg_cannot_finish_is_an_error_and_leaves_nothing(files, monkeypatch, options, message):
     """ffmpeg reports a failed write (a full disk) only on its own stderr and leaves a short
-    file. ``-t`` (stop after so many seconds of video) makes it stop early here: at 1 s it
-    quits while frames are still sent (a broken pipe), at 3 s of 3.2 it takes every frame
-    but writes only 75 of the 80. The run must fail with one line, and no output may be
-    left as if complete. (Checked by hand on a 100 KiB tmpfs too: "foreground.mp4: cannot
-    write (the disk is full; the file came out incomplete and was removed)".)"""
+    file. Here ``-t 1`` makes it quit after 1 s of video while frames are still sent (a
+    broken pipe), and a ``select`` filter makes it read every frame but write only 75 of
+    the 80 (``-t 3`` did that too, but raced: ffmpeg could quit before the last frames were
+    in the pipe). The run must fail with one line, and no output may be left as if
+    complete. (Checked by hand on a 100 KiB tmpfs too: "foreground.mp4: cannot write (the
+    disk is full; the file came out incomplete and was removed)".)"""
     import imageio.v2 as imageio
 
     real_get_writer = imageio.get_writer
 
     def stopping_get_writer(path, *args, **kwargs):
-        kwargs["output_params"] = [*kwargs.get("output_params", []), "-t", seconds]
+        kwargs["output_params"] = [*kwargs.get("output_params", []), *options]
         return real_get_writer(path, *args, **kwargs)
 
     monkeypatch.setattr(imageio, "get_writer", stopping_get_writer)
