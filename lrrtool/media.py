@@ -389,10 +389,16 @@ def read_video_chunks(
             chunk, filled = None, 0
     if chunk is not None:
         _unstage(chunk, staged, filled, waiting)
-    elif carried is not None and count - lookahead < (count if max_frames is None else max_frames):
-        chunk, filled = carried, carried.shape[0]  # the file ended on a chunk's look-ahead
-    if chunk is not None:
-        yield _chunk(chunk[:filled], raw), fps
+        tail = chunk[:filled]
+    else:
+        tail = carried  # the file ended on a chunk's look-ahead (or exactly on a chunk)
+    # What is left holds fewer than chunk_frames + lookahead frames; a chunk starts at each
+    # chunk_frames-th of them that comes before the end: one more when it holds over chunk_frames.
+    first, end = count - (0 if tail is None else tail.shape[0]), count if max_frames is None else min(max_frames, count)
+    while tail is not None and first < end:
+        yield _chunk(tail, raw), fps
+        tail = tail[chunk_frames:].clone() if tail.shape[0] > chunk_frames else None
+        first += chunk_frames
     if count == 0:
         raise LRRError(f"{path}: no frames to process (start={start}, frames in file may be fewer)")
 

@@ -233,6 +233,8 @@ def test_separate_streams_a_long_clip_in_bounded_chunks(tmp_path, monkeypatch):
         (22, 5, 12, [(0, 7), (5, 12), (10, 14)]),
         (4, 5, None, [(0, 4)]),
         (30, 9, None, [(0, 11), (9, 20), (18, 29), (27, 30)]),  # staged batches across the carried frames
+        (21, 5, None, [(0, 7), (5, 12), (10, 17), (15, 21), (20, 21)]),  # the rest holds over a chunk
+        (30, 5, 19, [(0, 7), (5, 12), (10, 17), (15, 21)]),
     ],
 )
 def test_chunks_with_a_look_ahead_hold_the_next_chunks_first_frames(tmp_path, count, chunk, max_frames, expected):
@@ -244,6 +246,27 @@ def test_chunks_with_a_look_ahead_hold_the_next_chunks_first_frames(tmp_path, co
     chunks = read_video_chunks(tmp_path, chunk_frames=chunk, max_frames=max_frames, lookahead=2, raw=True)
     values = [c[:, 0, 0, 0].tolist() for c, _ in chunks]
     assert values == [[5 * t for t in range(a, b)] for a, b in expected]
+
+
+def test_separate_writes_every_frame_when_the_last_chunk_is_its_look_ahead(tmp_path):
+    """21 frames in chunks of 5 with a look-ahead of 2: the frames left after the fourth
+    chunk's start (15-20) hold more than a chunk, so frame 20 is a fifth chunk of its own;
+    every frame is written."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(21):
+        frame = Image.new("L", (32, 24), 120)
+        frame.paste(250, (t, 8, t + 4, 12))
+        frame.save(folder / f"{t:03d}.png")
+    report = tmp_path / "report.json"
+    result = invoke("separate", folder, "--chunk-frames", 5, "--output-dir", tmp_path / "out", "--report", report, "-q")
+    assert result.exit_code == 0, result.output
+    import imageio.v2 as imageio
+
+    entry = json.loads(report.read_text())
+    assert entry["frames"] == 21 and [c["frames"] for c in entry["chunks"]] == [5, 5, 5, 5, 1]
+    for name in ("background", "foreground", "mask"):
+        assert imageio.get_reader(tmp_path / "out" / f"{name}.mp4").count_frames() == 21
 
 
 @pytest.mark.parametrize(
