@@ -394,7 +394,8 @@ def read_video_chunks(
         tail = carried  # the file ended on a chunk's look-ahead (or exactly on a chunk)
     # What is left holds fewer than chunk_frames + lookahead frames; a chunk starts at each
     # chunk_frames-th of them that comes before the end: one more when it holds over chunk_frames.
-    first, end = count - (0 if tail is None else tail.shape[0]), count if max_frames is None else min(max_frames, count)
+    first = count - (0 if tail is None else tail.shape[0])
+    end = count if max_frames is None else min(max_frames, count)
     while tail is not None and first < end:
         yield _chunk(tail, raw), fps
         tail = tail[chunk_frames:].clone() if tail.shape[0] > chunk_frames else None

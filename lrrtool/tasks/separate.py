@@ -646,7 +646,10 @@ def chunk_frames_for(
             f"memory_gib {memory_gib} does not hold frames of {W}x{H}: use --scale/--size, --grey or a larger budget",
             parameter="memory_gib",
         )
-    return min(chunk_frames or DEFAULT_CHUNK_FRAMES, held - min(BLEND_FRAMES, held // 3))
+    frames = held
+    while frames + blend_frames(frames) > held:  # the longest chunk whose look-ahead fits too
+        frames -= 1
+    return min(chunk_frames or DEFAULT_CHUNK_FRAMES, frames)
 
 
 #: The process itself (Python, torch, imageio) and what its heap keeps: 0.35 GiB peak resident
