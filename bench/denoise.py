@@ -19,7 +19,8 @@ Run: ``python bench/denoise.py [--sigmas 15,25,50] [--images camera,...] [--crop
 - Prints the PSNR table (mean per sigma and grey/colour, and per image), the seconds per
   image in the same layout, and each lrrtool preset against BM3D (PSNR margin, time
   ratio): issue #15's goal is a ratio <= 1.0 at a margin >= +0.2 dB in every row.
-- ``--threads N`` (default 2) sets torch's threads; BM3D's library uses every core.
+- ``--threads N`` (default 0, every core: lrrtool's default) sets lrrtool's workers, each with one
+  torch thread, and a 2 GiB budget (``--memory-gib``'s default); BM3D's library uses every core.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bm3d import bm3d, bm3d_rgb
 from skimage import color, data
 from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
+from lrrtool import workers
 from lrrtool.metrics import psnr
 from lrrtool.tasks.denoise import DenoiseSettings, denoise
 
@@ -64,7 +66,7 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def run_lrrtool(noisy: np.ndarray, sigma: float, device: str, preset: str = "default") -> np.ndarray:
-    out, _ = denoise(to_tensor(noisy).to(device), sigma / 255, DenoiseSettings(preset=preset))
+    out, _ = denoise(to_tensor(noisy).to(device), sigma / 255, DenoiseSettings(preset=preset), memory_gib=2.0)
     out = out.cpu().numpy()
     return out[0] if noisy.ndim == 2 else out.transpose(1, 2, 0)
 
@@ -97,15 +99,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--methods", default="lrrtool,bm3d,nlm,tv")
     parser.add_argument("--presets", action="store_true")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
+    workers.set_workers(args.threads or workers.cpu_count())
     sigmas = [float(s) for s in args.sigmas.split(",")]
     names = args.images.split(",")
     methods = args.methods.split(",")
     if args.presets:
         methods[1:1] = ["lrrtool:fast", "lrrtool:best"]
-    print(f"# bench/denoise.py, device {args.device}, torch threads {torch.get_num_threads()}, crop {args.crop}")
+    threads = f"workers {workers.workers()} (one torch thread each)"
+    print(f"# bench/denoise.py, device {args.device}, {threads}, crop {args.crop}")
 
     table: dict[tuple[float, str, str], float] = {}
     seconds: dict[str, list[float]] = {m: [] for m in methods}

@@ -14,7 +14,8 @@ Run: ``python bench/inpaint.py [--device cpu|cuda] [--images 1-9] [--variants] [
   of each preset against the better of biharmonic and OpenCV NS (missing-pixel PSNR
   margin) and biharmonic's time (ratio): issue #15's goal is a ratio <= 5 at a margin of
   >= +0.5 dB on drops and >= +0.2 dB on scribbles.
-- ``--threads N`` (default 2): torch's CPU threads.
+- ``--threads N`` (default 0, every core: lrrtool's default): lrrtool's workers, each with one torch
+  thread, and a 2 GiB budget (``--memory-gib``'s default).
 - ``--dlrl``: instead of the above, ``--method dlrl`` (the DLRL paper's network) on 40 %
   random drop and the text mask, with the default and biharmonic, next to the DLRL
   paper's Table II row (missing-pixel PSNR, on its own six images: 23.68-29.79 dB).
@@ -41,6 +42,7 @@ import torch
 from skimage import data
 from skimage.restoration import inpaint_biharmonic
 
+from lrrtool import workers
 from lrrtool.media import read_image, read_mask, write_image
 from lrrtool.metrics import psnr
 from lrrtool.tasks.inpaint import InpaintSettings, inpaint
@@ -54,7 +56,7 @@ Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def lrrtool_method(device: str, **settings) -> Method:
     def run(image: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-        out, _ = inpaint(image.to(device), fill.to(device), InpaintSettings(**settings))
+        out, _ = inpaint(image.to(device), fill.to(device), InpaintSettings(**settings), memory_gib=2.0)
         return out.cpu()
 
     return run
@@ -222,9 +224,10 @@ def main() -> None:
     parser.add_argument("--figure", action="store_true")
     parser.add_argument("--dlrl", action="store_true")
     parser.add_argument("--presets", action="store_true")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
+    workers.set_workers(args.threads or workers.cpu_count())
     if args.figure:
         figure(args.device)
         return
@@ -246,7 +249,7 @@ def main() -> None:
     methods["cv2 NS"] = opencv(cv2.INPAINT_NS)
     methods["cv2 Telea"] = opencv(cv2.INPAINT_TELEA)
 
-    print(f"# bench/inpaint.py, device {args.device}, torch threads {torch.get_num_threads()}")
+    print(f"# bench/inpaint.py, device {args.device}, workers {workers.workers()} (one torch thread each)")
     if TNNR.exists():
         images = parse_images(args.images)
         print(f"TNNR images {images}")

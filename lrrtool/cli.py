@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import shlex
 import sys
@@ -42,6 +43,7 @@ from lrrtool.solvers import Progress as SolverProgress
 from lrrtool.tasks.inpaint import INPAINT_METHODS, MODELS, STARTS
 from lrrtool.tasks.separate import WORK_PIXELS
 from lrrtool.tasks.settings import PRESETS
+from lrrtool.workers import workers
 
 app = typer.Typer(
     name="lrrtool",
@@ -111,6 +113,18 @@ SeedOpt = Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the r
 ThreadsOpt = Annotated[
     int, typer.Option("--threads", metavar="N", min=0, help="CPU threads; 0 = all cores (default 1, see README).")
 ]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--threads", metavar="N", min=0, help="CPU threads (workers that share the tiles); 0 = all cores (default)."
+    ),
+]
+MemoryOpt = Annotated[
+    float,
+    typer.Option(
+        "--memory-gib", metavar="X", min=0.25, help="Memory budget of the process; sizes the tiles of patch groups."
+    ),
+]
 ReportOpt = Annotated[
     Path | None, typer.Option("--report", metavar="FILE", help="Write a JSON report here.", dir_okay=False)
 ]
@@ -139,9 +153,18 @@ def given(**options) -> dict[str, object]:
     return {k: v.value if isinstance(v, Enum) else v for k, v in options.items() if v is not None}
 
 
-def set_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads (0: every core)."""
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+def set_threads(threads: int, *, shared: bool = False) -> None:
+    """Use ``threads`` CPU threads (0: every core): torch's own, or with ``shared`` that
+    many workers that share the work (:mod:`lrrtool.workers`), each with one torch thread,
+    which keep their speed beside other busy processes."""
+    from lrrtool import app as jobs
+    from lrrtool import workers
+
+    if shared:
+        jobs.one_heap()
+    count = threads or workers.cpu_count()
+    torch.set_num_threads(1 if shared else count)
+    workers.set_workers(count if shared else None)
 
 
 def torch_device(name: str) -> torch.device:
@@ -182,8 +205,10 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-def progress_bars(quiet: bool) -> Callable[[str], contextmanager]:
-    """A factory of labelled progress bars (``lrrtool.app.ProgressFactory``)."""
+def progress_bars(quiet: bool, place: str = "") -> Callable[[str], contextmanager]:
+    """A factory of labelled progress bars (``lrrtool.app.ProgressFactory``), one per phase
+    with its steps, a step's parts as they finish, and the time left; ``place`` says
+    which input of a batch it is (``[2/5] ``)."""
 
     @contextmanager
     def bar(label: str) -> Iterator[SolverCallback | None]:
@@ -193,18 +218,25 @@ def progress_bars(quiet: bool) -> Callable[[str], contextmanager]:
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[metric]} {task.fields[value]:.3g}"),
+            TextColumn("{task.fields[steps]}"),
+            TextColumn("{task.fields[metric]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=console, transient=True) as display:
-            task = display.add_task(label, total=None, metric="", value=float("nan"))
+            task = display.add_task(f"{place}{label}", total=1, steps="", metric="")
+            phase = [""]
 
             def update(p: SolverProgress) -> None:
-                description = f"{label} [{p.phase}]"
+                if p.phase != phase[0]:  # a new phase: its own bar and time left
+                    phase[0] = p.phase
+                    display.reset(task, total=p.total)
+                metric = f"{p.metric} {p.value:.3g}" if p.metric and math.isfinite(p.value) else ""
                 display.update(
-                    task, description=description, total=p.total, completed=p.iteration, metric=p.metric, value=p.value
-                )
+                    task, description=f"{place}{label} [{p.phase}]", total=p.total, completed=p.iteration + p.part,
+                    steps=f"{p.iteration}/{p.total}", metric=metric,
+                )  # fmt: skip
 
             yield update
 
@@ -365,7 +397,8 @@ def run_batch(
             elif ray is not None:
                 queued.append((k, path, target))
             else:
-                results[k] = job.work(path, target, progress=progress_bars(quiet))
+                place = f"[{k + 1}/{len(inputs)}] " if len(inputs) > 1 else ""
+                results[k] = job.work(path, target, progress=progress_bars(quiet, place))
                 job.announce(path, target, results[k])
         except LRRError as error:
             fail(k, error)
@@ -440,7 +473,7 @@ def report_header(command: str, settings, device: torch.device, dtype: torch.dty
         "version": __version__,
         "command_line": shlex.join(["lrrtool", *sys.argv[1:]]),
         "device": str(device),
-        "threads": torch.get_num_threads(),
+        "threads": workers(),
         "dtype": str(dtype).removeprefix("torch."),
         "settings": asdict(settings),
     }
@@ -542,7 +575,8 @@ def inpaint(
     device: DeviceOpt = DeviceName.auto,
     dtype: DTypeOpt = DTypeName.float32,
     seed: SeedOpt = 0,
-    threads: ThreadsOpt = 1,
+    threads: WorkersOpt = 0,
+    memory_gib: MemoryOpt = 2.0,
     report: ReportOpt = None,
     quiet: QuietOpt = False,
     use_ray: RayOpt = False,
@@ -564,7 +598,7 @@ def inpaint(
     from lrrtool.tasks.inpaint import InpaintSettings
 
     with user_errors():
-        set_threads(threads)
+        set_threads(threads, shared=True)
         if sum(x is not None for x in (mask, mask_dir, drop)) != 1:
             raise LRRError("give exactly one of --mask, --mask-dir or --drop")
         if drop is not None and not 0 < drop < 1:
@@ -601,6 +635,7 @@ def inpaint(
                 dtype=dt,
                 seed=seed,
                 protect=protect,
+                memory_gib=memory_gib,
                 progress=progress,
             )
 
@@ -821,7 +856,8 @@ def denoise(
     device: DeviceOpt = DeviceName.auto,
     dtype: DTypeOpt = DTypeName.float32,
     seed: SeedOpt = 0,
-    threads: ThreadsOpt = 1,
+    threads: WorkersOpt = 0,
+    memory_gib: MemoryOpt = 2.0,
     report: ReportOpt = None,
     quiet: QuietOpt = False,
     use_ray: RayOpt = False,
@@ -841,7 +877,7 @@ def denoise(
     from lrrtool.tasks.denoise import DenoiseSettings
 
     with user_errors():
-        set_threads(threads)
+        set_threads(threads, shared=True)
         settings = DenoiseSettings(
             seed=seed,
             preset=preset.value,
@@ -877,6 +913,7 @@ def denoise(
                 device=dev,
                 dtype=dt,
                 protect=protect,
+                memory_gib=memory_gib,
                 progress=progress,
             )
 

@@ -41,13 +41,15 @@ class Progress:
     """What a progress callback receives: step ``iteration`` of at most ``total`` of the
     task's ``phase`` (``start``, ``solve``), and the solver's stop metric (``metric``
     names it: ``loss``, ``change`` or ``residual``). When a stop rule ends a run early,
-    a last report has ``total == iteration``."""
+    a last report has ``total == iteration``. ``part``: the fraction of the next step
+    done so far (a tiled step reports as its tiles finish); 0 at a step's end."""
 
     iteration: int
     total: int
     metric: str
     value: float
     phase: str = "solve"
+    part: float = 0.0
 
 
 @dataclass
@@ -204,6 +206,9 @@ def adam(
     return x.detach(), result
 
 
+#: The share of a regrouping step that finding the groups takes, for progress (measured:
+#: 3.8 s of 10.4 s per step of denoise at 512x512 colour).
+REFRESH_SHARE = 0.4
 #: A schedule maps (step, current point) to the prox's (tau, debias).
 Schedule = Callable[[int, Tensor], tuple[Tensor | float, Tensor | float]]
 
@@ -242,13 +247,24 @@ def proximal_gradient(
     x = x0
     history: list[tuple[int, float]] = []
     change, converged, k = math.nan, False, 0
+
+    def within(start: float, share: float):
+        """The step's progress as the lift's parts finish: ``start + share * done / total``."""
+        if callback is None:
+            return None
+        return lambda done, total: callback(Progress(k - 1, iters, "change", change, part=start + share * done / total))
+
+    if callback is not None:
+        callback(Progress(0, iters, "change", change))
     for k in range(1, iters + 1):
         y = forward.gradient_step(x, step)
-        if (k - 1) % every == 0:
-            prior.refresh(y)
+        regroup = (k - 1) % every == 0
+        if regroup:
+            prior.refresh(y, progress=within(0.0, REFRESH_SHARE))
         tau, debias = schedule(k - 1, y)
-        updated = forward.project(prior.prox(y, tau, debias, refine=refine))
-        change = float((updated - x).square().mean().sqrt())
+        start = REFRESH_SHARE if regroup else 0.0
+        updated = forward.project(prior.prox(y, tau, debias, refine=refine, progress=within(start, 1 - start)))
+        change = float(torch.linalg.vector_norm(updated - x)) / math.sqrt(x.numel())
         x = updated
         _record(history, callback, Progress(k, iters, "change", change), "lower lam or try another reg")
         converged = change <= tol

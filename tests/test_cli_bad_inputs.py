@@ -13,6 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lrrtool.cli import app
+from lrrtool.workers import cpu_count
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 runner = CliRunner()
@@ -66,6 +67,7 @@ IMAGE_CASES = [
     ("bad suffix", ["-o", "R/out.xyz"], "unknown image format '.xyz'"),
     ("missing reference", ["--reference", "R/nope.png"], "nope.png: no such file"),
     ("divergence", ["--solver", "adam", "--lr", "1", "--iters", "30", "-o", "R/out.png"], "lower the learning rate"),
+    ("memory budget", ["--memory-gib", "0.25", "-o", "R/out.png"], "--memory-gib 0.25 is too small"),
 ]
 #: (command, case, extra arguments, expected message); "R" is the temporary folder.
 CASES = [
@@ -95,7 +97,7 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "case", "extra", "message"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_bad_input_is_one_line_before_the_work(files, monkeypatch, name, case, extra, message):
-    if case != "divergence":  # the others must be refused before any solve
+    if case not in ("divergence", "memory budget"):  # the others must be refused before any solve
         tripwires(monkeypatch)
     extra = [a.replace("R/", f"{files}/") for a in extra]
     before = {"root": snapshot(files), "frames": snapshot(files / "frames")}
@@ -138,7 +140,7 @@ def test_rerun_keeps_the_report_and_a_skipped_batch_says_so(files):
     assert again.exit_code == 0 and "0 of 2 inputs done, 2 skipped, 0 failed" in again.output, again.output
     kept = json.loads((files / "r.json").read_text())
     assert [e["iterations"] for e in kept["results"]] == [e["iterations"] for e in report["results"]]
-    assert report["threads"] == 1 and report["command_line"].startswith("lrrtool ")
+    assert report["threads"] == cpu_count() and report["command_line"].startswith("lrrtool ")  # every core
 
 
 def test_failed_runs_leave_no_folders(files):

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from lrrtool import LowRankRegularizer
+from lrrtool import LowRankRegularizer, workers
 from lrrtool.cli import app
 from lrrtool.forward import SparseNoise
 from lrrtool.media import read_image, read_mask
@@ -71,12 +71,13 @@ def test_report_says_what_ran_and_threads_are_set(tmp_path):
     ]
     assert runner.invoke(app, [*args, "--threads", "2"]).exit_code == 0
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["threads"] == 2 and torch.get_num_threads() == 2
+    # image commands: that many workers, each with one torch thread (no spinning OpenMP team)
+    assert report["threads"] == 2 == workers.workers() and torch.get_num_threads() == 1
     assert report["dtype"] == "float32" and report["version"] and report["device"] == "cpu"
     entry = report["results"][0]
     assert entry["final"].keys() == {"change"} and isinstance(entry["converged"], bool)
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
-    assert json.loads((tmp_path / "r.json").read_text())["threads"] == 1 == torch.get_num_threads()
+    assert json.loads((tmp_path / "r.json").read_text())["threads"] == workers.cpu_count()  # default: every core
 
 
 def test_piped_lines_are_not_wrapped(tmp_path):

@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip ins
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 runner = CliRunner()
 #: Report fields that differ between two runs of the same work.
-VOLATILE = {"seconds", "phase_seconds", "output"}
+VOLATILE = {"seconds", "phase_seconds", "output", "peak_memory_gib"}
 
 
 def invoke(*args):

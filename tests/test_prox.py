@@ -59,19 +59,20 @@ def test_rank_has_no_slope():
 
 
 def test_eigh_split_across_workers_is_bit_identical(rng):
+    from lrrtool import workers
     from lrrtool.core import matfun
 
     T = torch.randn(600, 12, 9, generator=rng)
     G = T.mT @ T
     expected = torch.linalg.eigh(G)
     try:
-        matfun.set_workers(3)
+        workers.set_workers(3)
         values, vectors = matfun.batched_eigh(G)
         shrunk = reweighted_threshold(T, SpectralFunction(make_penalty("nuclear")), 0.5)
     finally:
-        matfun.set_workers(None)
+        workers.set_workers(None)
     assert torch.equal(values, expected[0]) and torch.equal(vectors, expected[1])
     assert torch.equal(shrunk, reweighted_threshold(T, SpectralFunction(make_penalty("nuclear")), 0.5))
     assert torch.get_num_threads() == 1  # the workers' own thread setting stays theirs
     with pytest.raises(LRRError, match="workers"):
-        matfun.set_workers(0)
+        workers.set_workers(0)

@@ -7,12 +7,11 @@ Shapes: ``S`` is ``(..., m, n)``; Gram matrices are ``(..., k, k)`` with
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 from torch import Tensor
 
 from lrrtool.errors import LRRError
+from lrrtool.workers import run_all, workers
 
 
 def small_side(S: Tensor) -> tuple[Tensor, bool]:
@@ -87,35 +86,11 @@ def iterative_pinv(A: Tensor, iters: int, top_eigenvalue: Tensor) -> Tensor:
 
 #: Below this many matrices a CPU batch is not worth splitting across threads.
 PARALLEL_MIN_BATCH = 256
-_workers: int | None = None
-_pools: dict[int, ThreadPoolExecutor] = {}
-
-
-def set_workers(count: int | None) -> None:
-    """Threads that share a batch of small LAPACK calls on the CPU (:func:`batched_eigh`);
-    None (the default) follows ``torch.get_num_threads()``.
-
-    They are plain threads that block while idle, each running one slice of the batch
-    with one intra-op thread, so unlike OpenMP's spinning threads they keep their speed
-    beside other busy processes (``bench/threads.py``)."""
-    global _workers
-    if count is not None and count < 1:
-        raise LRRError(f"workers must be >= 1, got {count}", parameter="workers")
-    _workers = count
-
-
-def workers() -> int:
-    """The thread count :func:`batched_eigh` splits CPU batches across."""
-    return _workers or torch.get_num_threads()
-
-
-def _single_threaded() -> None:
-    torch.set_num_threads(1)
 
 
 def batched_eigh(A: Tensor) -> tuple[Tensor, Tensor]:
     """``torch.linalg.eigh`` of a batch ``(..., k, k)``, the batch split across
-    :func:`workers` threads on the CPU.
+    :func:`lrrtool.workers.workers` threads on the CPU.
 
     Torch's CPU ``eigh`` calls LAPACK for one matrix after the other on one core
     (measured: 16,384 36x36 matrices take 1.0 s with 1 or 2 intra-op threads, 0.55 s split
@@ -125,16 +100,8 @@ def batched_eigh(A: Tensor) -> tuple[Tensor, Tensor]:
     batch = A.shape[:-2].numel()
     if A.device.type != "cpu" or count < 2 or batch < PARALLEL_MIN_BATCH:
         return torch.linalg.eigh(A)
-    if count not in _pools:
-        _pools[count] = ThreadPoolExecutor(count, thread_name_prefix="lrrtool-eigh", initializer=_single_threaded)
-    grad = torch.is_grad_enabled()
-
-    def solve(part: Tensor) -> tuple[Tensor, Tensor]:
-        with torch.set_grad_enabled(grad):
-            return torch.linalg.eigh(part)
-
     flat = A.reshape(batch, *A.shape[-2:])
-    parts = list(_pools[count].map(solve, flat.chunk(count)))
+    parts = run_all(torch.linalg.eigh, flat.chunk(count), count=count)
     eigenvalues = torch.cat([values for values, _ in parts]).reshape(A.shape[:-1])
     # LAPACK's column-major layout, as one call returns it (later matmuls round by layout).
     vectors = torch.cat([vectors.mT for _, vectors in parts]).mT.reshape(A.shape)
@@ -165,9 +132,12 @@ def gram_eigh(G: Tensor) -> tuple[Tensor, Tensor]:
         eigenvalues, V = eigenvalues.to(G.dtype), V.to(G.dtype)
     # |V| <= 1 and the eigenvalues of a unit-trace matrix are <= 1: a sum is finite iff its terms are.
     finite = torch.isfinite(V.sum((-2, -1)) + eigenvalues.sum(-1))
+    eigenvalues = eigenvalues * unit[..., None]
+    if bool(finite.all()):  # the usual case: no batch-sized copy of V
+        return eigenvalues, V
     eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
     V = torch.where(finite[..., None, None], V, eye)
-    eigenvalues = torch.where(finite[..., None], eigenvalues * unit[..., None], 0)
+    eigenvalues = torch.where(finite[..., None], eigenvalues, 0)
     return eigenvalues, V
 
 

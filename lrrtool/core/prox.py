@@ -40,7 +40,14 @@ def spectral_slope(f: SpectralFunction, sigma: Tensor, scale: Tensor) -> Tensor:
 
 
 def reweighted_threshold(
-    S: Tensor, f: SpectralFunction, tau: Tensor | float, debias: Tensor | float = 0.0, refine: int = 0
+    S: Tensor,
+    f: SpectralFunction,
+    tau: Tensor | float,
+    debias: Tensor | float = 0.0,
+    refine: int = 0,
+    *,
+    subspace: int | None = None,
+    kept: list[Tensor] | None = None,
 ) -> Tensor:
     r"""One reweighted singular-value thresholding step (see the module docstring).
 
@@ -52,17 +59,71 @@ def reweighted_threshold(
         refine: fixed-point steps :math:`s \leftarrow \max(\sigma - \tau f'(s), 0)` after
             the first, moving the weights to the shrunk values themselves: the stationary
             point that WNNM's closed form gives for ``lnn`` (0 = one reweighted step).
+        subspace: None (exact: every singular pair, one ``eigh`` of the ``k x k`` Gram
+            matrix), or the width ``b < k`` of a block of the largest pairs found by
+            :data:`SUBSPACE_STEPS` steps of subspace iteration and a ``b x b``
+            Rayleigh-Ritz ``eigh`` (:func:`top_pairs`). Thresholding keeps only pairs above
+            the threshold; a matrix whose smallest pair in the block still survives may
+            keep more, and is redone exactly.
+        kept: if given, the number of singular values each matrix keeps (``(...)``) is
+            appended to it.
 
     Returns:
         The shrunk matrices, shape ``(..., m, n)``. Not differentiable (detached).
     """
     S = S.detach()
     T, transposed = small_side(S)  # (..., M, k), k <= M
-    eigenvalues, V = gram_eigh(gram(T))
-    sigma = eigenvalues.clamp_min(0).sqrt()
-    top = sigma[..., -1]
     tau = torch.as_tensor(tau, dtype=S.dtype, device=S.device)
     debias = torch.as_tensor(debias, dtype=S.dtype, device=S.device)
+    if subspace is None or subspace >= T.shape[-1] or T.ndim < 3 or T.shape[:-2].numel() == 0:
+        out, shrunk = _threshold(T, gram_eigh(gram(T)), f, tau, debias, refine)
+        if kept is not None:
+            kept.append((shrunk > 0).sum(-1))
+        return out.mT if transposed else out
+    batch = T.shape[:-2]
+    flat = T.reshape(-1, *T.shape[-2:])
+    tau, debias = (v.expand(batch).reshape(-1) if v.ndim else v for v in (tau, debias))
+    out, shrunk = _threshold(flat, top_pairs(gram(flat), subspace), f, tau, debias, refine)
+    counts = (shrunk > 0).sum(-1)
+    missed = (shrunk[:, 0] > 0).nonzero().flatten()
+    if missed.numel():
+        part = (v[missed] if v.ndim else v for v in (tau, debias))
+        out[missed], redone = _threshold(flat[missed], gram_eigh(gram(flat[missed])), f, *part, refine)
+        counts[missed] = (redone > 0).sum(-1)
+    if kept is not None:
+        kept.append(counts.reshape(batch))
+    out = out.reshape(*batch, *out.shape[-2:])
+    return out.mT if transposed else out
+
+
+#: Subspace-iteration steps of :func:`top_pairs` (its first is from a fixed Gaussian
+#: block). Measured on 1024 noisy rank-6 64 x 75 groups: the six leading eigenvalues to
+#: 7e-4 of the largest with 3 steps; 3.4x less time than ``eigh`` of the 64 x 64 Gram
+#: matrices with 3 steps and a block of 16, 5x with 2.
+SUBSPACE_STEPS = 3
+
+
+def top_pairs(G: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """The ``width`` largest eigenpairs of PSD matrices ``G`` ``(B, k, k)``, ascending, as
+    ``eigh`` returns them (``(B, width)``, ``(B, k, width)``): subspace iteration with
+    Householder QR from a fixed Gaussian block (seeded, the same on every device), then
+    Rayleigh-Ritz. Ritz values are at most the eigenvalues they approximate."""
+    start = torch.randn(G.shape[-1], width, generator=torch.Generator().manual_seed(0), dtype=G.dtype)
+    Q = start.to(G.device)
+    for _ in range(SUBSPACE_STEPS):
+        Q = torch.linalg.qr(G @ Q).Q
+    values, W = gram_eigh(Q.mT @ G @ Q)
+    return values, Q @ W
+
+
+def _threshold(
+    T: Tensor, pairs: tuple[Tensor, Tensor], f: SpectralFunction, tau: Tensor, debias: Tensor, refine: int
+) -> tuple[Tensor, Tensor]:
+    """``T`` ``(..., M, k)`` shrunk on the eigenpairs ``pairs`` of its Gram matrix (all of
+    them or the largest, ascending), and the shrunk singular values."""
+    eigenvalues, V = pairs
+    sigma = eigenvalues.clamp_min(0).sqrt()
+    top = sigma[..., -1]
     if tau.ndim:
         tau = tau.unsqueeze(-1)
     if debias.ndim:
@@ -72,6 +133,5 @@ def reweighted_threshold(
         weight = torch.where(tau > 0, tau * spectral_slope(f, estimate, top), 0)
         shrunk = (sigma - weight).clamp_min(0)
         estimate = shrunk
-    ratio = torch.where(sigma > 0, shrunk / sigma.clamp_min(torch.finfo(S.dtype).tiny), 0)
-    out = T @ ((V * ratio.unsqueeze(-2)) @ V.mT)
-    return out.mT if transposed else out
+    ratio = torch.where(sigma > 0, shrunk / sigma.clamp_min(torch.finfo(T.dtype).tiny), 0)
+    return T @ ((V * ratio.unsqueeze(-2)) @ V.mT), shrunk

@@ -31,9 +31,10 @@ from torch import Tensor
 
 from lrrtool.errors import LRRError
 from lrrtool.forward import GaussianNoise
-from lrrtool.patches import PatchGroups, all_patches
+from lrrtool.patches import PatchGroups
 from lrrtool.priors import LowRankPrior, PatchGroupLift, noise_threshold
 from lrrtool.solvers import PIXEL_BOUNDS, Callback, SolveResult, adam, proximal_gradient
+from lrrtool.tasks.budget import check_whole_groups, patch_tile
 from lrrtool.tasks.settings import TaskSettings
 
 #: Patch side and group size by image kind when neither the user nor the preset sets
@@ -45,8 +46,9 @@ IMAGE_DEFAULTS = {"grey": {"patch": 6, "group": 48}, "colour": {"patch": 5, "gro
 class DenoiseSettings(TaskSettings):
     """Settings of :func:`denoise`. Settings left as None take the solver's default and
     the preset's changes; ``patch`` and ``group`` then come from :data:`IMAGE_DEFAULTS`
-    (grey or colour). ``feedback`` :math:`\\delta`, ``rescale`` :math:`\\rho`, ``refine``
-    and ``regroup_every`` belong to ``threshold``; ``lr`` and ``estimator`` to ``adam``.
+    (grey or colour). ``feedback`` :math:`\\delta`, ``rescale`` :math:`\\rho`, ``refine``,
+    ``regroup_every`` and ``subspace`` (only the largest singular pairs of each group,
+    :class:`lrrtool.priors.LowRankPrior`) belong to ``threshold``; ``lr`` and ``estimator`` to ``adam``.
     ``stride`` is the step of the reference-patch grid, ``window`` the search radius."""
 
     solver: str | None = None
@@ -59,6 +61,7 @@ class DenoiseSettings(TaskSettings):
     feedback: float | None = None
     rescale: float | None = None
     refine: int | None = None
+    subspace: bool | None = None
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
     _lift: ClassVar[dict[str, object]] = {"stride": 4, "window": 15}
@@ -73,6 +76,7 @@ class DenoiseSettings(TaskSettings):
             "feedback": 0.1,
             "rescale": 0.52,
             "refine": 0,
+            "subspace": True,
         },
         "adam": {**_lift, "solver": "adam", "reg": "lnn", "lam": 1.0, "iters": 150, "lr": 0.01, "estimator": "auto"},
     }
@@ -86,7 +90,7 @@ class DenoiseSettings(TaskSettings):
         }
     }
     applies_to: ClassVar[dict[str, tuple[str, ...]]] = {
-        **dict.fromkeys(("regroup_every", "feedback", "rescale", "refine"), ("threshold",)),
+        **dict.fromkeys(("regroup_every", "feedback", "rescale", "refine", "subspace"), ("threshold",)),
         **dict.fromkeys(("lr", "estimator"), ("adam",)),
     }
     counts: ClassVar[tuple[str, ...]] = ("iters", "patch", "group", "stride", "window", "search_step", "regroup_every")
@@ -97,6 +101,11 @@ class DenoiseSettings(TaskSettings):
         s = self.resolved()
         kind = IMAGE_DEFAULTS["grey" if channels == 1 else "colour"]
         return replace(s, patch=s.patch or kind["patch"], group=s.group or kind["group"])
+
+
+#: Image-sized tensors the threshold solver holds at once (input, estimate, gradient step,
+#: the sum of the patch estimates, the result, temporaries of the change and the schedule).
+DENOISE_BUFFERS = 7
 
 
 def estimate_sigma(image: Tensor) -> float:
@@ -112,11 +121,14 @@ def denoise(
     sigma: float,
     settings: DenoiseSettings = DenoiseSettings(),
     *,
+    memory_gib: float | None = None,
     callback: Callback | None = None,
 ) -> tuple[Tensor, SolveResult]:
     """Denoise ``noisy`` ``(C, H, W)`` in ``[0, 1]`` with noise level ``sigma`` (``[0, 1]`` units).
 
-    Returns ``(clean (C, H, W) in [0, 1], solve_result)``.
+    ``memory_gib``: the process's budget (None: none); the threshold solver works a tile
+    of groups at a time to stay within it (the same result), ``adam`` holds every group
+    and is refused when they do not fit. Returns ``(clean (C, H, W) in [0, 1], solve_result)``.
     """
     if noisy.ndim != 3:
         raise LRRError(f"expected an image of shape (C, H, W), got {tuple(noisy.shape)}")
@@ -124,8 +136,14 @@ def denoise(
     s = settings.for_image(noisy.shape[0])
     if min(noisy.shape[-2:]) < s.patch:
         raise LRRError(f"the image ({noisy.shape[-1]}x{noisy.shape[-2]}) is smaller than one patch")
-    lift = PatchGroupLift(patch=s.patch, group=s.group, stride=s.stride, window=s.window, search_step=s.search_step)
-    prior = LowRankPrior(s.regularizer(), lift)
+    options = {"patch": s.patch, "group": s.group, "stride": s.stride, "window": s.window, "search_step": s.search_step}
+    if s.solver == "threshold":
+        tile = patch_tile(noisy, memory_gib, buffers=DENOISE_BUFFERS, **options)
+    else:
+        check_whole_groups(noisy, memory_gib, solver="adam", **options)
+        tile = None
+    lift = PatchGroupLift(tile=tile, **options)
+    prior = LowRankPrior(s.regularizer(), lift, subspace=bool(s.subspace))
     if s.solver == "threshold":
         clean, result = proximal_gradient(
             forward,
@@ -169,5 +187,5 @@ def remaining_noise(noisy: Tensor, current: Tensor, sigma: float, groups: PatchG
     noisy and measured better (``bench/denoise.py`` images at sigma 25: moon 36.28 ->
     36.62, camera 29.94 -> 29.87, coins 28.71 -> 28.70 dB; chelsea sigma 50 29.32 ->
     29.36). One level for the whole image was 0.03-0.27 dB worse than either."""
-    removed = all_patches((noisy - current).square(), groups.patch).mean(dim=-1)[groups.index].mean(dim=-1)
+    removed = groups.group_means((noisy - current).square())
     return rescale * (sigma**2 - removed).abs().sqrt()

@@ -39,8 +39,9 @@ from lrrtool.errors import LRRError
 from lrrtool.forward import Inpainting
 from lrrtool.priors import ChannelMatrices, LowRankPrior, PatchGroupLift, noise_threshold
 from lrrtool.solvers import PIXEL_BOUNDS, SOLVERS, Callback, Progress, SolveResult, adam, proximal_gradient
+from lrrtool.tasks.budget import check_whole_groups, patch_tile
 from lrrtool.tasks.settings import TaskSettings
-from lrrtool.tasks.starts import START_RANKS, biharmonic_fill, choose_start, laplacian_energy
+from lrrtool.tasks.starts import START_RANKS, laplacian_energy, start_by_region
 
 MODELS = ("patches", "global")
 #: ``auto``: :func:`choose_start`; ``biharmonic``: always :func:`biharmonic_fill`.
@@ -49,6 +50,9 @@ STARTS = ("auto", "biharmonic")
 INPAINT_METHODS = ("lrr", "dlrl")
 
 _LOW_RANK = ("threshold", "adam")
+#: Image-sized tensors the threshold solver holds at once (input, estimate, start, gradient
+#: step, the sum of the patch estimates, the result, the change's temporary).
+INPAINT_BUFFERS = 7
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class InpaintSettings(TaskSettings):
     noise_start: float | None = None
     noise_end: float | None = None
     regroup_every: int | None = None
+    subspace: bool | None = None
     patch: int = 5
     group: int = 32
     stride: int | None = None
@@ -93,6 +98,7 @@ class InpaintSettings(TaskSettings):
             "regroup_every": 4,
             "noise_start": 0.05,
             "noise_end": 0.004,
+            "subspace": False,
         },
         "adam": {
             **_lrr,
@@ -121,6 +127,7 @@ class InpaintSettings(TaskSettings):
         "smooth": ("adam",),
         "lr": ("adam", "dlrl"),
         "noise_start": ("threshold",),
+        "subspace": ("threshold",),
         "noise_end": ("threshold",),
         **dict.fromkeys(("width", "factors", "p_block"), ("dlrl",)),
     }
@@ -188,15 +195,22 @@ def inpaint(
     fill: Tensor,
     settings: InpaintSettings = InpaintSettings(),
     *,
+    memory_gib: float | None = None,
     callback: Callback | None = None,
 ) -> tuple[Tensor, SolveResult]:
     """Fill the pixels where ``fill`` is True.
+
+    The start is found a cluster of holes at a time (:func:`start_by_region`) and the
+    patch groups only around the holes, so the cost follows the missing pixels.
 
     Args:
         image: ``(C, H, W)`` float tensor; values under ``fill`` are ignored.
         fill: bool ``(H, W)`` on the same device, True = missing.
         settings: see :class:`InpaintSettings`.
-        callback: progress of the solver.
+        memory_gib: the process's budget (None: none): the threshold solver works a tile
+            of groups at a time within it (the same result); ``adam`` on patch groups holds
+            them all and is refused when they do not fit.
+        callback: progress of the start (per cluster of holes) and of the solver.
 
     Returns:
         ``(result, solve_result)``; ``result[:, ~fill] == image[:, ~fill]`` exactly;
@@ -219,23 +233,25 @@ def inpaint(
     if s.method == "dlrl":
         out, result = _dlrl(forward, s, callback)
         return forward.project(out.clamp(0, 1)), result
+    options = {"patch": s.patch, "group": s.group, "stride": s.stride, "window": s.window, "search_step": s.search_step}
+    tile = None
+    if s.model == "patches" and s.solver == "threshold":
+        tile = patch_tile(image, memory_gib, buffers=INPAINT_BUFFERS, select=fill, **options)
+    elif s.model == "patches":
+        check_whole_groups(image, memory_gib, solver=s.solver, select=fill, **options)
     began = time.perf_counter()
-    if callback is not None:
-        callback(Progress(0, 1, "", math.nan, phase="start"))
-    if s.start == "auto":
-        start, details = choose_start(forward.observed, fill, ranks=s.start_ranks, margin_db=s.start_margin)
-    else:
-        start, details = biharmonic_fill(forward.observed, fill), {"start": "biharmonic"}
+
+    def started(done: int, total: int) -> None:
+        if callback is not None:
+            callback(Progress(done, total, "", math.nan, phase="start"))
+
+    started(0, 1)
+    start, details = start_by_region(
+        forward.observed, fill, test=s.start == "auto", ranks=s.start_ranks, margin_db=s.start_margin, progress=started
+    )
     start_seconds = time.perf_counter() - began
-    if callback is not None:
-        callback(Progress(1, 1, "", math.nan, phase="start"))
-    if s.model == "global":
-        lift = ChannelMatrices()
-    else:
-        lift = PatchGroupLift(
-            patch=s.patch, group=s.group, stride=s.stride, window=s.window, search_step=s.search_step, select=fill
-        )
-    prior = LowRankPrior(s.regularizer(), lift)
+    lift = ChannelMatrices() if s.model == "global" else PatchGroupLift(select=fill, tile=tile, **options)
+    prior = LowRankPrior(s.regularizer(), lift, subspace=bool(s.subspace))
     if s.solver == "threshold":
         out, result = proximal_gradient(
             forward,

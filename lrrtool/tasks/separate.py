@@ -52,6 +52,7 @@ from lrrtool.errors import LRRError
 from lrrtool.forward import SparseNoise
 from lrrtool.priors import FramesAsColumns, LowRankPrior
 from lrrtool.solvers import PIXEL_BOUNDS, Callback, SolveResult, adam, robust_pca
+from lrrtool.tasks.budget import RUNTIME_GIB
 from lrrtool.tasks.settings import TaskSettings
 
 #: Copies of the ``D x T`` chunk each solver holds at once (for chunk sizing).
@@ -652,9 +653,6 @@ def chunk_frames_for(
     return min(chunk_frames or DEFAULT_CHUNK_FRAMES, frames)
 
 
-#: The process itself (Python, torch, imageio) and what its heap keeps: 0.35 GiB peak resident
-#: on the 192x144 sample, so the budget left for frames is ``memory_gib`` minus this.
-RUNTIME_GIB = 0.45
 #: Frame-sized float temporaries per frame of a batch of the mask rule.
 MASK_COPIES = 4
 #: uint8 copies of a frame while a batch is written (background, foreground view, the

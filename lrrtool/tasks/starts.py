@@ -6,6 +6,8 @@ begins from.
 - :func:`low_rank_fills`: global rank-``r`` completions (each channel one matrix),
   right for wide holes in structured images (a facade's block).
 - :func:`choose_start`: picks between them by a held-out test.
+- :func:`start_by_region`: either, per cluster of holes on its own box, so the cost
+  follows the missing pixels rather than the image.
 
 Pure torch. Images ``(C, H, W)``, masks bool ``(H, W)`` (True = missing).
 """
@@ -13,7 +15,7 @@ Pure torch. Images ``(C, H, W)``, masks bool ``(H, W)`` (True = missing).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -275,3 +277,113 @@ def _laplacian_adjoint(y: Tensor) -> Tensor:
     x[:, :, 0] += q[:, 1:-1, 0]
     x[:, :, -1] += q[:, 1:-1, -1]
     return x - 4 * y
+
+
+#: Holes are clustered on a grid of squares of this side: squares that hold a missing
+#: pixel and touch (8 neighbours) make one region. Free pixels of two regions are then at
+#: least this far apart, and the biharmonic systems of regions farther than 2 px apart
+#: do not couple: solving each on its own box is solving the whole.
+REGION_BLOCK = 32
+#: Known pixels kept around a region's holes: the biharmonic operator reads 2 px.
+REGION_MARGIN = 8
+#: A region with wide holes is tested on its box grown by this many times its size on
+#: each side. Measured on the 512x512 astronaut's 128 px block: grown once, the test
+#: (on 480 x 480) picked rank 2 (9.86 dB against biharmonic's 13.97); grown twice it sees
+#: the whole photo, as before regions.
+CONTEXT = 2
+
+
+def hole_regions(fill: Tensor, block: int = REGION_BLOCK) -> tuple[Tensor, list[tuple[slice, slice]]]:
+    """Clusters of the missing pixels of ``fill`` ``(H, W)``: a label per ``block``-square
+    ``(ceil(H / block), ceil(W / block))`` (-1 where none is missing; labels 0..n-1) and
+    each cluster's bounding box of squares in pixels. Connected components of the
+    occupied squares (8 neighbours), by union-find on the host: a 12 MP image has about
+    12,000 squares."""
+    occupied = F.max_pool2d(fill[None, None].float(), block, ceil_mode=True)[0, 0] > 0
+    cells = [tuple(c) for c in occupied.nonzero().cpu().tolist()]
+    parent = {c: c for c in cells}
+
+    def root(c):
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for r, c in cells:
+        for dr, dc in ((-1, -1), (-1, 0), (-1, 1), (0, -1)):
+            other = (r + dr, c + dc)
+            if other in parent:
+                parent[root(other)] = root((r, c))
+    roots = sorted({root(c) for c in cells})
+    number = {r: k for k, r in enumerate(roots)}
+    labels = torch.full(occupied.shape, -1, dtype=torch.long)
+    extent: dict[int, list[int]] = {}
+    for r, c in cells:
+        k = number[root((r, c))]
+        labels[r, c] = k
+        box = extent.setdefault(k, [r, r, c, c])
+        box[:] = [min(box[0], r), max(box[1], r), min(box[2], c), max(box[3], c)]
+    H, W = fill.shape
+    boxes = [
+        (slice(top * block, min((bottom + 1) * block, H)), slice(left * block, min((right + 1) * block, W)))
+        for top, bottom, left, right in (extent[k] for k in range(len(roots)))
+    ]
+    return labels.to(fill.device), boxes
+
+
+def start_by_region(
+    image: Tensor,
+    fill: Tensor,
+    *,
+    test: bool = True,
+    ranks: Sequence[int] = START_RANKS,
+    margin_db: float = 2.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Tensor, dict[str, object]]:
+    """The start of the refinement, a cluster of holes (:func:`hole_regions`) at a time:
+    :func:`biharmonic_fill` on the cluster's box grown by :data:`REGION_MARGIN`, or, when
+    ``test`` and the cluster has wide holes, :func:`choose_start` on its box grown by
+    :data:`CONTEXT` times its own size (the held-out test needs known pixels around the
+    hole). Other clusters'
+    holes inside a box are solved with it and not kept. ``progress(done, total)`` after
+    each cluster. Returns ``(start, details)`` as :func:`choose_start` does; with several
+    clusters ``details["start"]`` names the starts used, most frequent first, and
+    ``details["start_regions"]`` counts the clusters."""
+    labels, boxes = hole_regions(fill)
+    H, W = fill.shape
+    out = image.clone()
+    chosen: dict[str, int] = {}
+    gains = []
+    for k, (rows, cols) in enumerate(boxes):
+        cells = labels[rows.start // REGION_BLOCK : -(-rows.stop // REGION_BLOCK),
+                       cols.start // REGION_BLOCK : -(-cols.stop // REGION_BLOCK)] == k  # fmt: skip
+        cells = cells.repeat_interleave(REGION_BLOCK, 0).repeat_interleave(REGION_BLOCK, 1)
+        own = fill[rows, cols] & cells[: rows.stop - rows.start, : cols.stop - cols.start]
+        wide = test and int(wide_hole(own, WIDE_HOLE_RADIUS).sum()) >= WIDE_FRACTION * int(own.sum())
+        size = (rows.stop - rows.start, cols.stop - cols.start)
+        grow = (CONTEXT * size[0], CONTEXT * size[1]) if wide else (REGION_MARGIN, REGION_MARGIN)
+        crop = (
+            slice(max(rows.start - grow[0], 0), min(rows.stop + grow[0], H)),
+            slice(max(cols.start - grow[1], 0), min(cols.stop + grow[1], W)),
+        )
+        mask = fill[crop]
+        if wide:
+            filled, details = choose_start(image[:, crop[0], crop[1]], mask, ranks=ranks, margin_db=margin_db)
+            if "start_test_gain_db" in details:
+                gains.append(details["start_test_gain_db"])
+        else:
+            filled, details = biharmonic_fill(image[:, crop[0], crop[1]], mask), {"start": "biharmonic"}
+        keep = torch.zeros_like(mask)
+        top, left = rows.start - crop[0].start, cols.start - crop[1].start
+        keep[top : top + own.shape[0], left : left + own.shape[1]] = own
+        out[:, crop[0], crop[1]] = torch.where(keep, filled, out[:, crop[0], crop[1]])
+        chosen[details["start"]] = chosen.get(details["start"], 0) + 1
+        if progress is not None:
+            progress(k + 1, len(boxes))
+    names = sorted(chosen, key=lambda name: -chosen[name])
+    result: dict[str, object] = {"start": ", ".join(names) or "biharmonic"}
+    if len(boxes) > 1:
+        result["start_regions"] = len(boxes)
+    if gains:
+        result["start_test_gain_db"] = gains[0] if len(gains) == 1 else gains
+    return out, result

@@ -1,0 +1,89 @@
+"""Memory budgets: how much of ``memory_gib`` a task's whole-image buffers take, and the
+tile of patch groups the rest allows (:func:`lrrtool.patches.plan_tile`).
+
+A budget covers the whole process: :data:`RUNTIME_GIB` for Python, torch and the media
+libraries, the task's image-sized buffers, the stored group indices, and one tile per
+worker. A budget too small for the settings is refused before any work starts.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from lrrtool.errors import LRRError
+from lrrtool.patches import MIN_TILE_STRIDES, grid_positions, plan_tile, search_offsets, tile_memory
+from lrrtool.workers import workers
+
+#: The process itself (Python, torch, imageio) and what its heap keeps: 0.35 GiB peak resident
+#: on the 192x144 sample, so the budget left for the work is ``memory_gib`` minus this.
+RUNTIME_GIB = 0.45
+
+
+def reference_count(shape: tuple[int, ...], *, patch: int, stride: int, select: Tensor | None = None) -> int:
+    """How many groups a patch-group lift makes of an image of ``shape`` ``(C, H, W)``:
+    reference positions on the grid, only those touching ``select`` (bool ``(H, W)``)."""
+    rows = grid_positions(shape[-2] - patch + 1, stride)
+    cols = grid_positions(shape[-1] - patch + 1, stride)
+    if select is None:
+        return rows.numel() * cols.numel()
+    touched = F.max_pool2d(select[None, None].float(), patch, stride=1)[0, 0] > 0
+    return int(touched[rows.to(select.device)][:, cols.to(select.device)].sum())
+
+
+def patch_tile(
+    image: Tensor,
+    memory_gib: float | None,
+    *,
+    buffers: int,
+    patch: int,
+    group: int,
+    stride: int,
+    window: int,
+    search_step: int,
+    select: Tensor | None = None,
+) -> int | None:
+    """The tile side of a patch-group lift on ``image`` ``(C, H, W)`` within ``memory_gib``
+    (None: no budget, one tile), where the task holds ``buffers`` image-sized tensors.
+    Raises ``LRRError`` (parameter ``memory_gib``) when the budget cannot hold the work."""
+    if memory_gib is None:
+        return None
+    C, H, W = image.shape[-3:]
+    size = image.element_size()
+    K = min(group, len(search_offsets(window, search_step)))
+    groups = reference_count(image.shape, patch=patch, stride=stride, select=select)
+    fixed = RUNTIME_GIB * 2**30 + buffers * C * H * W * size + 3 * H * W * 4 + groups * K * 4
+    options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
+    need = fixed + workers() * tile_memory(C, MIN_TILE_STRIDES * stride, itemsize=size, **options)
+    if need > memory_gib * 2**30:
+        raise LRRError(
+            f"memory_gib {memory_gib:g} is too small for a {W}x{H} image with these settings: "
+            f"it needs at least {need / 2**30:.2f} GiB (fewer threads need less)",
+            parameter="memory_gib",
+        )
+    return plan_tile(image.shape, budget=int(memory_gib * 2**30 - fixed), workers=workers(), itemsize=size, **options)
+
+
+#: Group-sized tensors that Adam's graph keeps for every group (gathered, centred, the
+#: estimator's intermediates and their gradients).
+ADAM_GROUP_COPIES = 12
+
+
+def check_whole_groups(
+    image: Tensor, memory_gib: float | None, *, solver: str, patch: int, group: int, stride: int, window: int,
+    search_step: int, select: Tensor | None = None,
+) -> None:
+    """Refuse (``LRRError``, parameter ``memory_gib``) a ``solver`` that holds every patch
+    group of ``image`` at once when they do not fit in ``memory_gib`` (None: no budget)."""
+    if memory_gib is None:
+        return
+    C, H, W = image.shape[-3:]
+    K = min(group, len(search_offsets(window, search_step)))
+    groups = reference_count(image.shape, patch=patch, stride=stride, select=select)
+    need = RUNTIME_GIB * 2**30 + groups * K * C * patch**2 * image.element_size() * ADAM_GROUP_COPIES
+    if need > memory_gib * 2**30:
+        raise LRRError(
+            f"memory_gib {memory_gib:g} is too small for solver {solver} on a {W}x{H} image, which holds "
+            f"every patch group at once (about {need / 2**30:.1f} GiB); the threshold solver works in tiles",
+            parameter="memory_gib",
+        )
