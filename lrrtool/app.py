@@ -24,7 +24,7 @@ from torch import Tensor
 from lrrtool import media
 from lrrtool.errors import LRRError
 from lrrtool.metrics import psnr, ssim
-from lrrtool.solvers import Callback, SolveResult
+from lrrtool.solvers import Callback, Progress, SolveResult
 from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma
 from lrrtool.tasks.inpaint import InpaintSettings, inpaint
 from lrrtool.tasks.separate import (
@@ -113,7 +113,7 @@ def inpaint_file(
     started = time.perf_counter()
     with progress(f"inpaint {path.name}") as callback:
         result, solve = inpaint(
-            image.to(device, dtype), fill.to(device), settings, memory_gib=memory_gib, callback=callback
+            image.to(device, dtype), fill.to(device), settings, memory_gib=memory_gib, callback=trimming(callback)
         )
     seconds = time.perf_counter() - started
     media.write_image(target, result, protect=protect)
@@ -143,7 +143,9 @@ def denoise_file(
     clean_reference = read_reference(reference, noisy, path)
     started = time.perf_counter()
     with progress(f"denoise {path.name}") as callback:
-        clean, solve = denoise(noisy.to(device, dtype), level, settings, memory_gib=memory_gib, callback=callback)
+        clean, solve = denoise(
+            noisy.to(device, dtype), level, settings, memory_gib=memory_gib, callback=trimming(callback)
+        )
     seconds = time.perf_counter() - started
     media.write_image(target, clean, protect=protect)
     entry = {"input": str(path), "output": str(target), "sigma_255": round(level * 255, 3)}
@@ -543,6 +545,21 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+def trimming(callback: Callback | None) -> Callback:
+    """``callback`` that first hands freed memory back (:func:`release_freed_memory`): a
+    tiled solve reports after each tile, and its heap otherwise keeps the tiles' freed
+    blocks. Measured, one step of ``denoise`` on a 4032x3024 photo, 2 workers: peak 4.00
+    GiB with one heap and no trim, 2.37 GiB with a heap per thread and the trim, 2.15 GiB
+    with one heap and the trim, at 197-201 s either way."""
+
+    def report(step: Progress) -> None:
+        release_freed_memory()
+        if callback is not None:
+            callback(step)
+
+    return report
+
+
 @functools.cache
 def _malloc_trim():
     try:
@@ -564,7 +581,9 @@ def one_heap() -> None:
     2400x1800 photo, 2 steps of ``denoise`` on 2 workers, peak 2.43 GiB with a heap per
     thread and 2.04 GiB with one, at the same speed (103 s and 100 s); a fixed 4 MB mmap
     threshold instead took it to 1.42 GiB but 141 s (every large block faulted in anew).
-    Call before the workers start; a no-op where the C library has no ``mallopt``."""
+    One heap needs :func:`trimming` as well: it is trimmed only from its top, and at 12
+    megapixels it alone peaked at 4.00 GiB. Call before the workers start; a no-op where
+    the C library has no ``mallopt``."""
     try:
         import ctypes
 
