@@ -270,7 +270,8 @@ def main() -> None:
         for label, fill in (("50 % drop", random_fill(photo.shape[1:], 0.5, 0)), ("128x128 block", block)):
             start = time.perf_counter()
             _, result = inpaint(
-                photo.masked_fill(fill, 0).to(args.device), fill.to(args.device), InpaintSettings(preset=preset)
+                photo.masked_fill(fill, 0).to(args.device), fill.to(args.device), InpaintSettings(preset=preset),
+                memory_gib=2.0,
             )
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()

@@ -119,7 +119,7 @@ def main() -> None:
             rng = np.random.default_rng(0)
             noisy = (clean + rng.normal(0, 15, clean.shape)).round().clip(0, 255).astype(np.uint8)
             print("\n## denoise --sigma 15, default options\n")
-            print("| input | megapixels | seconds | s / MP | peak GiB | tiles (workers) | PSNR noisy | PSNR |")
+            print("| input | megapixels | seconds | s / MP | peak GiB | tile side (workers) | PSNR noisy | PSNR |")
             print("|---|---|---|---|---|---|---|---|")
             for name, image, truth in (("1 MP crop", crop(noisy), crop(clean)), ("12 MP photo", noisy, clean)):
                 source, target = folder / "noisy.png", folder / "out.png"
@@ -129,7 +129,7 @@ def main() -> None:
                 out = np.asarray(Image.open(target))
                 mp = image.shape[0] * image.shape[1] / 1e6
                 print(f"| {name} | {mp:.2f} | {seconds:.1f} | {seconds / mp:.1f} | {entry['peak_memory_gib']:.2f} | "
-                      f"{entry.get('tiles', 1)} ({report['threads']}) | {psnr(image, truth):.2f} | "
+                      f"{entry.get('tile') or 'whole'} ({report['threads']}) | {psnr(image, truth):.2f} | "
                       f"{psnr(out, truth):.2f} |", flush=True)  # fmt: skip
         if args.only in (None, "inpaint"):
             fill = thick_scribbles(clean.shape[:2], 0.04, seed=1)

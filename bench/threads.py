@@ -1,6 +1,9 @@
 """Threads under load: the README's first command (inpaint the bundled photo, text mask)
-with ``--threads 1`` (the default) and ``--threads 2``, run alone, two side by side, and
-beside another busy process, on this machine. Wall seconds per run.
+with ``--threads 1`` and ``--threads 2`` (every core here, the default), run alone, two
+side by side, and beside another busy process, on this machine. Wall seconds per run.
+``inpaint`` and ``denoise`` share their work over ``--threads`` plain worker threads with
+one torch thread each (``lrrtool/workers.py``); the log before that change, with torch's
+OpenMP threads, is in the README ("Threads").
 
 Run: ``python bench/threads.py [--repeats 2] [--limit 300]``.
 

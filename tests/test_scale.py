@@ -149,3 +149,13 @@ def test_progress_has_a_total_from_the_first_report_and_grows(task, rng):
         done = [r.iteration + r.part for r in reports if r.phase == phase]
         assert done == sorted(done) and all(r.total >= 1 for r in reports)
     assert any(0 < r.part < 1 for r in reports if r.phase == "solve")
+
+
+def test_a_long_thin_cluster_is_solved_in_pieces_close_to_one_solve(rng):
+    image = torch.linspace(0, 1, 700)[None, None, :].expand(1, 60, 700) + 0.05 * torch.rand(1, 60, 700, generator=rng)
+    fill = torch.zeros(60, 700, dtype=torch.bool)
+    fill[25:30, 10:690] = True  # one stroke across 680 px: three pieces of 256
+    start, details = start_by_region(image, fill)
+    assert details["start"] == "biharmonic" and details["start_pieces"] == 3
+    whole = biharmonic_fill(image, fill, iters=3000, tol=1e-9)
+    assert float((start - whole)[:, fill].abs().max()) < 0.01  # the cuts barely reach in

@@ -164,6 +164,7 @@ def denoise(
             lambda x: forward.value(x) + weight * prior.value(x), noisy, prior=prior, iters=s.iters, lr=s.lr,
             bounds=PIXEL_BOUNDS, callback=callback,
         )  # fmt: skip
+    result.details["tile"] = tile  # reference positions a side; None: one tile
     return clean.clamp(0, 1), result
 
 

@@ -274,6 +274,7 @@ def inpaint(
             bounds=PIXEL_BOUNDS, callback=callback,
         )  # fmt: skip
     result.details.update(details)
+    result.details["tile"] = tile  # reference positions a side; None: one tile
     result.details["phase_seconds"] = {"start": round(start_seconds, 3), "refine": round(result.seconds, 3)}
     return forward.project(out.clamp(0, 1)), result
 

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lrrtool.workers import run_all
+
 #: Ranks that :func:`choose_start` tries, and the pixels-from-known radius of a "wide" hole.
 START_RANKS = (1, 2, 3, 5, 8, 12)
 WIDE_HOLE_RADIUS = 4
@@ -291,6 +293,16 @@ REGION_MARGIN = 8
 #: (on 480 x 480) picked rank 2 (9.86 dB against biharmonic's 13.97); grown twice it sees
 #: the whole photo, as before regions.
 CONTEXT = 2
+#: Clusters with a box wider than this (px) skip the held-out test and are solved in
+#: pieces with the biharmonic fill: there the test is a global low-rank completion of a
+#: context of the whole photo (minutes at 12 MP), and such a cluster is, in the cases we
+#: have, scribbles joined across the photo (thick ones, 9-21 px, have 10 % or more of
+#: their pixels in wide holes), not one hole. One hole this wide gets no low-rank start.
+TEST_MAX_SIDE = 1024
+#: A cluster of thin holes wider than this (px) is solved in squares of this side, each
+#: with ``OVERLAP`` px of the cluster around it: the biharmonic fill of a thin hole is
+#: set by its near sides, and the cut ``OVERLAP`` px away barely reaches in.
+PIECE, OVERLAP = 256, 32
 
 
 def hole_regions(fill: Tensor, block: int = REGION_BLOCK) -> tuple[Tensor, list[tuple[slice, slice]]]:
@@ -344,46 +356,68 @@ def start_by_region(
     :func:`biharmonic_fill` on the cluster's box grown by :data:`REGION_MARGIN`, or, when
     ``test`` and the cluster has wide holes, :func:`choose_start` on its box grown by
     :data:`CONTEXT` times its own size (the held-out test needs known pixels around the
-    hole). Other clusters'
-    holes inside a box are solved with it and not kept. ``progress(done, total)`` after
-    each cluster. Returns ``(start, details)`` as :func:`choose_start` does; with several
-    clusters ``details["start"]`` names the starts used, most frequent first, and
+    hole; not for clusters wider than :data:`TEST_MAX_SIDE`). A cluster of thin holes
+    larger than :data:`PIECE` (scribbles across a photo join into one) is solved a
+    ``PIECE`` square at a time, each on the square grown by
+    :data:`OVERLAP`. Other clusters' holes inside a box are solved with it and not kept.
+    The pieces share :func:`lrrtool.workers.run_all`'s workers; ``progress(done, total)``
+    as they finish. Returns ``(start, details)`` as :func:`choose_start` does; with
+    several clusters ``details["start"]`` names the starts used, most frequent first, and
     ``details["start_regions"]`` counts the clusters."""
     labels, boxes = hole_regions(fill)
     H, W = fill.shape
-    out = image.clone()
-    chosen: dict[str, int] = {}
-    gains = []
+    pieces = []  # (written box, own pixels there, crop, wide)
     for k, (rows, cols) in enumerate(boxes):
         cells = labels[rows.start // REGION_BLOCK : -(-rows.stop // REGION_BLOCK),
                        cols.start // REGION_BLOCK : -(-cols.stop // REGION_BLOCK)] == k  # fmt: skip
         cells = cells.repeat_interleave(REGION_BLOCK, 0).repeat_interleave(REGION_BLOCK, 1)
         own = fill[rows, cols] & cells[: rows.stop - rows.start, : cols.stop - cols.start]
-        wide = test and int(wide_hole(own, WIDE_HOLE_RADIUS).sum()) >= WIDE_FRACTION * int(own.sum())
         size = (rows.stop - rows.start, cols.stop - cols.start)
-        grow = (CONTEXT * size[0], CONTEXT * size[1]) if wide else (REGION_MARGIN, REGION_MARGIN)
-        crop = (
-            slice(max(rows.start - grow[0], 0), min(rows.stop + grow[0], H)),
-            slice(max(cols.start - grow[1], 0), min(cols.stop + grow[1], W)),
-        )
+        wide = test and max(size) <= TEST_MAX_SIDE
+        wide = wide and int(wide_hole(own, WIDE_HOLE_RADIUS).sum()) >= WIDE_FRACTION * int(own.sum())
+        if wide or max(size) <= PIECE:
+            grow = (CONTEXT * size[0], CONTEXT * size[1]) if wide else (REGION_MARGIN, REGION_MARGIN)
+            pieces.append(((rows, cols), own, _grown(rows, cols, grow, H, W), wide))
+            continue
+        for top in range(0, size[0], PIECE):
+            for left in range(0, size[1], PIECE):
+                part = own[top : top + PIECE, left : left + PIECE]
+                if bool(part.any()):
+                    square = (slice(rows.start + top, rows.start + top + part.shape[0]),
+                              slice(cols.start + left, cols.start + left + part.shape[1]))  # fmt: skip
+                    pieces.append((square, part, _grown(*square, (OVERLAP, OVERLAP), H, W), False))
+
+    def solve(piece) -> tuple[Tensor, dict[str, object]]:
+        (rows, cols), own, crop, wide = piece
         mask = fill[crop]
         if wide:
             filled, details = choose_start(image[:, crop[0], crop[1]], mask, ranks=ranks, margin_db=margin_db)
-            if "start_test_gain_db" in details:
-                gains.append(details["start_test_gain_db"])
         else:
             filled, details = biharmonic_fill(image[:, crop[0], crop[1]], mask), {"start": "biharmonic"}
-        keep = torch.zeros_like(mask)
         top, left = rows.start - crop[0].start, cols.start - crop[1].start
-        keep[top : top + own.shape[0], left : left + own.shape[1]] = own
-        out[:, crop[0], crop[1]] = torch.where(keep, filled, out[:, crop[0], crop[1]])
+        return filled[:, top : top + own.shape[0], left : left + own.shape[1]], details
+
+    out = image.clone()
+    chosen: dict[str, int] = {}
+    gains = []
+    for ((rows, cols), own, _, _), (filled, details) in zip(pieces, run_all(solve, pieces, done=progress), strict=True):
+        out[:, rows, cols] = torch.where(own, filled, out[:, rows, cols])
         chosen[details["start"]] = chosen.get(details["start"], 0) + 1
-        if progress is not None:
-            progress(k + 1, len(boxes))
+        if "start_test_gain_db" in details:
+            gains.append(details["start_test_gain_db"])
     names = sorted(chosen, key=lambda name: -chosen[name])
     result: dict[str, object] = {"start": ", ".join(names) or "biharmonic"}
     if len(boxes) > 1:
         result["start_regions"] = len(boxes)
+    if len(pieces) > len(boxes):
+        result["start_pieces"] = len(pieces)
     if gains:
         result["start_test_gain_db"] = gains[0] if len(gains) == 1 else gains
     return out, result
+
+
+def _grown(rows: slice, cols: slice, grow: tuple[int, int], height: int, width: int) -> tuple[slice, slice]:
+    return (
+        slice(max(rows.start - grow[0], 0), min(rows.stop + grow[0], height)),
+        slice(max(cols.start - grow[1], 0), min(cols.stop + grow[1], width)),
+    )
