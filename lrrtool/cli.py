@@ -234,7 +234,8 @@ def progress_bars(quiet: bool, place: str = "") -> Callable[[str], contextmanage
                     display.reset(task, total=p.total)
                 metric = f"{p.metric} {p.value:.3g}" if p.metric and math.isfinite(p.value) else ""
                 display.update(
-                    task, description=f"{place}{label} [{p.phase}]", total=p.total, completed=p.iteration + p.part,
+                    task, description=escape(f"{place}{label} [{p.phase}]"), total=p.total,
+                    completed=p.iteration + p.part,
                     steps=f"{p.iteration}/{p.total}", metric=metric,
                 )  # fmt: skip
 
