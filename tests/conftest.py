@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-# One CPU thread, like the CLI's default: OpenMP threads that spin-wait collapse when
+# One torch thread, as the CLI runs torch (image commands: workers with one torch thread
+# each; separate and complete: one by default): OpenMP threads that spin-wait collapse when
 # another process is busy (the suite took 52 s alone, 11-15 minutes beside a busy process).
 torch.set_num_threads(1)
 
