@@ -150,7 +150,7 @@ def denoise_file(
     media.write_image(target, clean, protect=protect)
     entry = {"input": str(path), "output": str(target), "sigma_255": round(level * 255, 3)}
     entry |= {"sigma_estimated": sigma is None, **solve_entry(solve, seconds)}
-    entry["peak_memory_gib"] = peak_memory_gib(device)
+    entry |= {"peak_memory_gib": peak_memory_gib(device)}
     return entry | reference_metrics(clean, clean_reference, observed=noisy)
 
 

@@ -47,6 +47,11 @@ def search_offsets(window: int, search_step: int) -> list[tuple[int, int]]:
     return offsets
 
 
+def group_size(group: int, window: int, search_step: int) -> int:
+    """``K``: the patches a group holds, at most one per search offset."""
+    return min(group, len(search_offsets(window, search_step)))
+
+
 def group_indices(
     image: Tensor,
     *,
@@ -178,11 +183,6 @@ class Tile:
     index: Tensor
     first: int
 
-    @property
-    def part(self) -> slice:
-        """Where this tile's groups lie in the whole batch."""
-        return slice(self.first, self.first + self.index.shape[0])
-
     def shape(self, patch: int) -> tuple[int, int, int]:
         """``(h, w, L)``: the crop's size and its number of patches."""
         h, w = self.rows.stop - self.rows.start, self.cols.stop - self.cols.start
@@ -217,7 +217,7 @@ class PatchGroups:
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.patch, self.shape, self.batch = patch, image.shape, batch
-        self.size = min(group, len(search_offsets(window, search_step)))
+        self.size = group_size(group, window, search_step)
         H, W = image.shape[-2:]
         side = tile or -(-max(H, W) // stride) * stride
         crops = tile_crops(H, W, patch=patch, stride=stride, window=window, side=side)
@@ -264,7 +264,7 @@ class PatchGroups:
     def average(self, groups: Tensor) -> Tensor:
         """Mean of every group estimate of each pixel, ``(C, H, W)``; 0 where uncovered."""
         total = groups.new_zeros(groups.shape[-1] // self.patch**2, *self.shape[-2:])
-        return self._map(total, lambda part: groups[part], None) * self.weight
+        return self._map(total, lambda part, _: groups[part], None) * self.weight
 
     def map(
         self, image: Tensor, work: Callable[[Tensor, slice], Tensor], progress: Callable[[int, int], None] | None = None
@@ -277,8 +277,9 @@ class PatchGroups:
         return torch.where(self.covered, total.mul_(self.weight), image)
 
     def _map(self, total: Tensor, estimate, image: Tensor | None, progress=None) -> Tensor:
-        """Sum into ``total`` ``(C, H, W)`` the patch estimates ``estimate(part[, patches])``
-        of every group: ``(g, K, D)`` for the groups ``part`` (and their patches of ``image``)."""
+        """Sum into ``total`` ``(C, H, W)`` the patch estimates ``estimate(part, patches)``
+        of every group: ``(g, K, D)`` for the groups ``part``, given their patches of
+        ``image`` (None without an image)."""
         lock = threading.Lock()
 
         def one(tile: Tile) -> None:
@@ -288,7 +289,7 @@ class PatchGroups:
             for first in range(0, tile.index.shape[0], self.batch):
                 index = tile.index[first : first + self.batch].long()
                 part = slice(tile.first + first, tile.first + first + index.shape[0])
-                out = estimate(part) if patches is None else estimate(part, patches[index])
+                out = estimate(part, None if patches is None else patches[index])
                 summed.index_add_(0, index.reshape(-1), out.reshape(-1, out.shape[-1]))
             folded = F.fold(summed.mT.unsqueeze(0), (h, w), self.patch)[0]
             with lock:
@@ -313,11 +314,12 @@ def tile_memory(
     """Bytes one worker needs for a tile of ``side x side`` reference positions: the larger
     of finding its groups and shrinking them :data:`GROUP_BATCH` at a time.
 
-    Measured by the process's peak (``bench/scale_images.py --memory-model``) and rounded up:
-    finding, about ``100 (K + 64)`` bytes per group (the running top-K and the distances
+    Measured by the process's peak (``VmHWM``) around finding the groups of, and one prox
+    on, whole 256x256 and 512x512 images (colour K 64 and 32, grey K 48), and rounded
+    up: finding, about ``100 (K + 64)`` bytes per group (the running top-K and the distances
     of a chunk of offsets) and 40 values per crop pixel and channel (shifted copies);
     shrinking, ``6 K D`` values per group of a batch and two ``L x D`` buffers of the crop."""
-    K = min(group, len(search_offsets(window, search_step)))
+    K = group_size(group, window, search_step)
     D = channels * patch**2
     groups = (-(-side // stride)) ** 2
     crop = (side + 2 * window + patch) ** 2

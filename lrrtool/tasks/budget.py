@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lrrtool.errors import LRRError
-from lrrtool.patches import MIN_TILE_STRIDES, grid_positions, plan_tile, search_offsets, tile_memory
+from lrrtool.patches import MIN_TILE_STRIDES, grid_positions, group_size, plan_tile, tile_memory
 from lrrtool.workers import workers
 
 #: The process itself (Python, torch, imageio) and what its heap keeps: 0.35 GiB peak resident
@@ -50,7 +50,7 @@ def patch_tile(
         return None
     C, H, W = image.shape[-3:]
     size = image.element_size()
-    K = min(group, len(search_offsets(window, search_step)))
+    K = group_size(group, window, search_step)
     groups = reference_count(image.shape, patch=patch, stride=stride, select=select)
     fixed = RUNTIME_GIB * 2**30 + buffers * C * H * W * size + 3 * H * W * 4 + groups * K * 4
     options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
@@ -78,7 +78,7 @@ def check_whole_groups(
     if memory_gib is None:
         return
     C, H, W = image.shape[-3:]
-    K = min(group, len(search_offsets(window, search_step)))
+    K = group_size(group, window, search_step)
     groups = reference_count(image.shape, patch=patch, stride=stride, select=select)
     need = RUNTIME_GIB * 2**30 + groups * K * C * patch**2 * image.element_size() * ADAM_GROUP_COPIES
     if need > memory_gib * 2**30:
