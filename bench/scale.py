@@ -35,7 +35,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from planted_video import f_measure, write_clip
 
-from lrrtool.tasks.separate import BLEND_FRAMES
+from lrrtool.video import BLEND_FRAMES
 
 
 def lrrtool(*args: object) -> tuple[float, dict]:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from lrrtool.app import peak_memory_gib, separate_video
 from lrrtool.media import read_image, read_video_chunks, write_image
 from lrrtool.metrics import psnr
-from lrrtool.tasks.separate import (
+from lrrtool.video import (
     SeparateSettings,
     blend_frames,
     foreground_mask,

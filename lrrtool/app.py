@@ -27,7 +27,7 @@ from lrrtool.metrics import psnr, ssim
 from lrrtool.solvers import Callback, Progress, SolveResult
 from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma
 from lrrtool.tasks.inpaint import InpaintSettings, inpaint
-from lrrtool.tasks.separate import (
+from lrrtool.video import (
     MASK_BATCH,
     POOR_FIT_SPREAD,
     SeparateSettings,

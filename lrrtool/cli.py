@@ -41,8 +41,8 @@ from lrrtool.solvers import SOLVERS
 from lrrtool.solvers import Callback as SolverCallback
 from lrrtool.solvers import Progress as SolverProgress
 from lrrtool.tasks.inpaint import INPAINT_METHODS, MODELS, STARTS
-from lrrtool.tasks.separate import WORK_PIXELS
 from lrrtool.tasks.settings import PRESETS
+from lrrtool.video import WORK_PIXELS
 from lrrtool.workers import workers
 
 app = typer.Typer(
@@ -753,7 +753,7 @@ def separate(
     camera, a scene cut).
     """
     from lrrtool import app as jobs
-    from lrrtool.tasks.separate import SeparateSettings
+    from lrrtool.video import SeparateSettings
 
     with user_errors():
         set_threads(threads)

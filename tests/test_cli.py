@@ -190,7 +190,7 @@ def test_separate_streams_a_long_clip_in_bounded_chunks(tmp_path, monkeypatch):
     next chunk (the look-ahead of its fade) and 10 carried ones, and
     no frame is decoded before the chunk that needs it."""
     from lrrtool import media
-    from lrrtool.tasks import separate as task
+    from lrrtool.video import stream as task
 
     folder = tmp_path / "frames"
     folder.mkdir()

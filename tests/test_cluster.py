@@ -228,7 +228,7 @@ def test_default_segments_give_every_task_about_as_many_frames_to_solve(tmp_path
     from test_separate import planted_clip, write_clip
 
     from lrrtool.app import separate_segments
-    from lrrtool.tasks.separate import SeparateSettings
+    from lrrtool.video import SeparateSettings
 
     video, _, _ = planted_clip(frames=150, height=48, width=64, dimming=False)
     clip = write_clip(tmp_path / "clip", video)

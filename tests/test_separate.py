@@ -8,20 +8,9 @@ import torch.nn.functional as F
 
 from lrrtool.errors import LRRError
 from lrrtool.media import read_image
-from lrrtool.tasks.separate import (
-    LiftedSolve,
-    SeparateSettings,
-    _dilate,
-    block_mean,
-    combine,
-    noise_levels,
-    noise_map,
-    residual_mask,
-    robust_fit,
-    separate_chunks,
-    temporal_components,
-    working_size,
-)
+from lrrtool.video import SeparateSettings, separate_chunks
+from lrrtool.video.lift import LiftedSolve, block_mean, combine, robust_fit, temporal_components, working_size
+from lrrtool.video.mask import _dilate, noise_levels, noise_map, residual_mask
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 

@@ -8,7 +8,6 @@ from lrrtool.metrics import psnr
 from lrrtool.solvers import minimize
 from lrrtool.tasks.denoise import DenoiseSettings, denoise
 from lrrtool.tasks.inpaint import InpaintSettings, inpaint
-from lrrtool.tasks.separate import SeparateSettings, foreground_mask, separate
 from lrrtool.tasks.starts import (
     biharmonic_fill,
     choose_start,
@@ -19,6 +18,7 @@ from lrrtool.tasks.starts import (
     reduce_masked,
     wide_hole,
 )
+from lrrtool.video import SeparateSettings, foreground_mask, separate
 
 
 def test_low_rank_matrix_recovered_from_half_its_entries():
