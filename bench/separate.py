@@ -4,7 +4,7 @@ Run: ``python bench/separate.py [--frames 200] [--skip-pyrpca] [--memory] [--dev
 
 1. Real clip ``../shared/data/videos/vtest.avi``, first ``--frames`` frames at
    ``--scale 0.25`` (192x144), grey and colour: end-to-end seconds of
-   :func:`lrrtool.app.separate_video`, what ``lrrtool separate`` runs (decode, solve,
+   :func:`lrrtool.jobs.videos.separate_video`, what ``lrrtool separate`` runs (decode, solve,
    encode three videos), against
    ``pyrpca.rpca_pcp_ialm`` on the same grey matrix (compute alone, lambda =
    1/sqrt(max(D, T))). Writes ``bench/figures/separate-vtest.png``: rows are frames
@@ -15,7 +15,7 @@ Run: ``python bench/separate.py [--frames 200] [--skip-pyrpca] [--memory] [--dev
    |S| at its best threshold (a sweep against the truth) and with lrrtool's rule;
    background PSNR of both.
 3. ``--memory``: a synthetic 1920x1080 clip (``--memory-frames``, default 60) through
-   :func:`lrrtool.app.separate_video` at full size, in a child process; its peak
+   :func:`lrrtool.jobs.videos.separate_video` at full size, in a child process; its peak
    resident memory.
 
 Needs pyrpca (benchmark only, not a dependency).
@@ -34,7 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lrrtool.app import peak_memory_gib, separate_video
+from lrrtool.jobs.runtime import peak_memory_gib
+from lrrtool.jobs.videos import separate_video
 from lrrtool.media import read_image, read_video_chunks, write_image
 from lrrtool.metrics import psnr
 from lrrtool.video import (
@@ -55,7 +56,7 @@ DEVICE = "cpu"  # --device
 
 
 def run_separate(video: Path, folder: Path, device: str | None = None, **options: object) -> float:
-    """Seconds of one end-to-end :func:`lrrtool.app.separate_video` run with default settings
+    """Seconds of one end-to-end :func:`lrrtool.jobs.videos.separate_video` run with default settings
     (``device`` None: ``--device``; a spawned child passes it, its module global is fresh)."""
     start = time.perf_counter()
     separate_video(video, folder, SeparateSettings(), device=device or DEVICE, **options)

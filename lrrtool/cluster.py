@@ -1,6 +1,6 @@
 """Scale-out on Ray: one task per input file (or video segment), the same work as the sequential run.
 
-Only this module imports ``ray``, and only when ``--ray`` is given (the optional extra:
+Only this module imports ``ray``, and only when a request asks for Ray (the optional extra:
 ``pip install -e ".[ray]"``). A task runs the command's per-input work on a worker, with
 ``threads`` torch threads (``num_cpus=threads``) or one GPU (``num_gpus=1``) when the
 device is CUDA; it reads and writes the paths it is given, so a cluster needs a shared
@@ -41,7 +41,7 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise LRRError('--ray needs Ray, an optional extra: pip install -e ".[ray]"') from None
+        raise LRRError('ray needs Ray, an optional extra: pip install -e ".[ray]"', parameter="ray") from None
     return ray
 
 
@@ -64,7 +64,9 @@ def session(address: str | None = None, *, num_cpus: int | None = None) -> Itera
             ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", configure_logging=False)
     except Exception as error:  # ray raises ConnectionError, RuntimeError, ValueError ... here
         where = address or "a local instance"
-        raise LRRError(f"--ray: cannot start or reach Ray at {where} ({str(error).splitlines()[0]})") from None
+        raise LRRError(
+            f"ray: cannot start or reach Ray at {where} ({str(error).splitlines()[0]})", parameter="ray"
+        ) from None
     try:
         yield ray
     finally:
@@ -78,26 +80,28 @@ def _check_reachable(address: str) -> None:
         return
     host, _, port = address.split("://", 1)[-1].rpartition(":")
     if not host or not port.isdigit():
-        raise LRRError(f"--ray-address must look like HOST:PORT or ray://HOST:PORT, got {address!r}")
+        raise LRRError(
+            f"ray_address must look like HOST:PORT or ray://HOST:PORT, got {address!r}", parameter="ray_address"
+        )
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise LRRError(
-            f"--ray: nothing answers at {address} ({reason}); start the head with 'ray start --head' "
-            "and give the address it prints"
+            f"ray: nothing answers at {address} ({reason}); start the head with 'ray start --head' "
+            "and give the address it prints",
+            parameter="ray",
         ) from None
 
 
-def _run_one(work: Work, path: Path, target: Path, threads: int) -> tuple[dict | None, tuple[str, str | None] | None]:
+def _run_one(work: Work, path: Path, target: Path, threads: int) -> Outcome:
     """The task: ``work(path, target)`` with ``threads`` torch threads; an ``LRRError``
-    comes back as ``(message, parameter)`` (an exception's own pickling drops
-    ``parameter``)."""
+    comes back as a value (it pickles with its parameter names)."""
     torch.set_num_threads(threads)
     try:
         return work(path, target), None
     except LRRError as error:
-        return None, (str(error), error.parameter)
+        return None, error
 
 
 def run_tasks(
@@ -141,7 +145,4 @@ def _outcome(ray: Any, ref: Any) -> Outcome:
     except ray.exceptions.RayError as failure:
         reason = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
         return None, LRRError(f"the Ray task failed ({reason})")
-    if error is not None:
-        message, parameter = error
-        return None, LRRError(message, parameter=parameter)
-    return entry, None
+    return entry, error

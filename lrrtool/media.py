@@ -116,7 +116,8 @@ def read_mask(
         if not resize:
             raise LRRError(
                 f"{path}: mask is {fill.shape[1]}x{fill.shape[0]} but the image is {width}x{height} "
-                "(width x height); pass --resize-mask to resize it with nearest neighbour"
+                "(width x height); pass resize_mask to resize it with nearest neighbour",
+                mentions=("resize_mask",),
             )
         resized = Image.fromarray(fill.astype(np.uint8) * 255).resize((width, height), Image.NEAREST)
         fill = np.asarray(resized) >= 128
@@ -129,7 +130,7 @@ def find_mask(image: str | Path, *, mask: str | Path | None = None, mask_dir: st
     if mask is not None:
         return Path(mask)
     if mask_dir is None:
-        raise LRRError("give --mask or --mask-dir")
+        raise LRRError("give mask or mask_dir", mentions=("mask", "mask_dir"))
     image, folder = Path(image), Path(mask_dir)
     if (folder / image.name).exists():
         return folder / image.name
@@ -314,7 +315,7 @@ def _target_size(width: int, height: int, scale: float | None, size: tuple[int, 
     if scale is None:
         return width, height
     if not 0 < scale <= 1:
-        raise LRRError(f"--scale must be in (0, 1], got {scale}")
+        raise LRRError(f"scale must be in (0, 1], got {scale}", parameter="scale")
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 

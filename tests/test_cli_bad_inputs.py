@@ -44,12 +44,12 @@ def tripwires(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("the work started before the input was refused")
 
-    import lrrtool.app
-    import lrrtool.recsys.completion
+    from lrrtool.jobs import images, ratings, videos
 
-    for name in ("inpaint", "denoise", "separate_chunks"):
-        monkeypatch.setattr(lrrtool.app, name, boom)
-    monkeypatch.setattr(lrrtool.recsys.completion, "complete", boom)
+    monkeypatch.setattr(images, "inpaint", boom)
+    monkeypatch.setattr(images, "denoise", boom)
+    monkeypatch.setattr(videos, "separate_chunks", boom)
+    monkeypatch.setattr(ratings, "complete", boom)
 
 
 def command(name: str, root: Path) -> list[str]:

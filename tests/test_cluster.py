@@ -227,7 +227,7 @@ def test_default_segments_give_every_task_about_as_many_frames_to_solve(tmp_path
     segments' outputs join into one run of 150 frames."""
     from test_separate import planted_clip, write_clip
 
-    from lrrtool.app import separate_segments
+    from lrrtool.jobs.videos import separate_segments
     from lrrtool.video import SeparateSettings
 
     video, _, _ = planted_clip(frames=150, height=48, width=64, dimming=False)

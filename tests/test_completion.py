@@ -166,7 +166,7 @@ def test_split_is_seeded_and_disjoint(rng):
     assert len(a_train) + len(a_test) == len(entries)
     pairs = set(zip(a_train.rows.tolist(), a_train.cols.tolist(), strict=True))
     assert not pairs & set(zip(a_test.rows.tolist(), a_test.cols.tolist(), strict=True))
-    with pytest.raises(LRRError, match="test-fraction"):
+    with pytest.raises(LRRError, match="test_fraction"):
         entries.split(1.5, torch.Generator())
 
 

@@ -89,11 +89,13 @@ class Entries:
     def split(self, test_fraction: float, generator: torch.Generator) -> tuple[Entries, Entries]:
         """A seeded random ``(train, test)`` split with ``round(test_fraction * N)`` test entries."""
         if not 0 < test_fraction < 1:
-            raise LRRError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+            raise LRRError(f"test_fraction must be in (0, 1), got {test_fraction}", parameter="test_fraction")
         order = torch.randperm(len(self), generator=generator).to(self.values.device)
         n_test = round(test_fraction * len(self))
         if n_test == 0 or n_test == len(self):
-            raise LRRError(f"--test-fraction {test_fraction} leaves an empty train or test set")
+            raise LRRError(
+                f"test_fraction {test_fraction} leaves an empty train or test set", parameter="test_fraction"
+            )
         return self.subset(order[n_test:]), self.subset(order[:n_test])
 
 

@@ -224,7 +224,7 @@ def inpaint(
     fill = fill.to(device=image.device, dtype=torch.bool)
     missing = int(fill.sum())
     if missing == 0:
-        raise LRRError("the mask marks no pixel to fill (is it inverted? see --invert-mask)")
+        raise LRRError("the mask marks no pixel to fill (is it inverted? see invert_mask)", mentions=("invert_mask",))
     if missing == fill.numel():
         raise LRRError("the mask marks every pixel as missing: nothing is observed to fill from")
     if not bool(torch.isfinite(image[:, ~fill]).all()):

@@ -1,6 +1,5 @@
 """Chunk sizing: the frames a chunk may hold within a memory budget."""
 
-
 import torch
 
 from lrrtool.errors import LRRError
@@ -54,8 +53,9 @@ def chunk_frames_for(
     held = int(((memory_gib - RUNTIME_GIB) * 2**30 - fixed) // per_frame) - MEMORY_FRAMES  # chunk + look-ahead
     if held < 3:
         raise LRRError(
-            f"memory_gib {memory_gib} does not hold frames of {W}x{H}: use --scale/--size, --grey or a larger budget",
+            f"memory_gib {memory_gib} does not hold frames of {W}x{H}: use scale/size, grey or a larger budget",
             parameter="memory_gib",
+            mentions=("scale", "size", "grey"),
         )
     frames = held
     while frames + blend_frames(frames) > held:  # the longest chunk whose look-ahead fits too

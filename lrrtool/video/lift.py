@@ -293,7 +293,6 @@ def separate_lifted(
     return LiftedSolve(basis, coefficients, levels, low_rank, result, _energy_spread(energies))
 
 
-
 def temporal_spread(low_rank: Tensor) -> float:
     r"""``1 - sigma_1^2 / sum_i sigma_i^2`` of a background ``(T, ...)`` as a ``T x D`` matrix:
     0 for a still scene under any global lighting, larger when the background moves."""
@@ -304,4 +303,3 @@ def _energy_spread(energies: Tensor) -> float:
     """:func:`temporal_spread` from the energies ``sigma_i^2`` in ascending order."""
     energies = energies.clamp_min(0)
     return float(1 - energies[-1] / energies.sum().clamp_min(torch.finfo(energies.dtype).tiny))
-

@@ -180,5 +180,3 @@ def solve_columns(stack: Tensor, s: SeparateSettings, callback: Callback | None)
         lambda x: forward.value(x) / (D * columns) + lam * prior.value(x), start, iters=s.iters, lr=s.lr,
         bounds=PIXEL_BOUNDS, callback=callback,
     )  # fmt: skip
-
-

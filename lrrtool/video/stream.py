@@ -1,7 +1,6 @@
 """Chunks in a stream: the background carried from chunk to chunk, the fade over each border."""
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +17,6 @@ POOR_FIT_FRACTION = 0.5
 #: temporal component is not one still scene (measured: static real clips 3e-5 to 6e-4,
 #: a 4 px/frame pan 0.030, a scene cut 0.047; a global dimming is exactly rank one).
 POOR_FIT_SPREAD = 0.01
-
 
 
 @dataclass
@@ -105,15 +103,14 @@ def separate_chunks(
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
-    progress: Callable[[int], AbstractContextManager[Callback | None]] | None = None,
+    callbacks: Callable[[int], Callback | None] | None = None,
     carry_only: int = 0,
 ) -> Iterator[SeparatedChunk]:
     """Separate a stream of chunks ``(T, C, H, W)`` (uint8 or float in ``[0, 1]``) one at
     a time, carrying ``MEMORY_FRAMES`` background frames of each chunk into the next: only
     one chunk (plus the carried frames) is held at once. Frames larger than
     ``settings.work_pixels`` are solved small and lifted (:func:`separate_lifted`).
-    ``progress(index)`` gives a context manager around each chunk's solve that yields
-    its callback.
+    ``callbacks(index)`` gives the solver callback of chunk ``index`` (or None).
 
     A chunk given as ``(frames, written)`` has its own frames ``frames[:written]`` and a
     look-ahead ``frames[written:]``: the next chunk's first frames (or frames after the
@@ -129,11 +126,10 @@ def separate_chunks(
         index += 1
         chunk, written = item if isinstance(item, tuple) else (item, item.shape[0])
         del item
-        with progress(index) if progress is not None else nullcontext() as callback:
-            part, memory, memory_full, fade = _separate_chunk(
-                index, chunk, written, settings, memory, memory_full, fade, device=device, dtype=dtype,
-                callback=callback, masked=index >= carry_only,
-            )  # fmt: skip
+        part, memory, memory_full, fade = _separate_chunk(
+            index, chunk, written, settings, memory, memory_full, fade, device=device, dtype=dtype,
+            callback=None if callbacks is None else callbacks(index), masked=index >= carry_only,
+        )  # fmt: skip
         del chunk
         if index >= carry_only:
             yield part

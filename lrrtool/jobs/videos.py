@@ -1,8 +1,5 @@
-"""Files in, files out: each command's work on one input, as the CLI and the bench
-scripts run it. Reads and writes through :mod:`lrrtool.media` and
-:mod:`lrrtool.recsys.tables`, computes through :mod:`lrrtool.tasks`, and reports a plain
-dict (the JSON report's entry). No terminal I/O: progress goes to a callback factory.
-"""
+"""Videos in, videos out: ``separate``'s streaming (decode a chunk, solve it, encode it)
+and its split into segments that run as separate tasks and are joined."""
 
 from __future__ import annotations
 
@@ -11,22 +8,18 @@ import itertools
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 from lrrtool import media
 from lrrtool.errors import LRRError
-from lrrtool.metrics import psnr, ssim
-from lrrtool.solvers import Callback, Progress, SolveResult
-from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma
-from lrrtool.tasks.inpaint import InpaintSettings, inpaint
+from lrrtool.jobs.progress import Listener, Update, ignore, step_note
+from lrrtool.jobs.runtime import peak_memory_gib, release_freed_memory
+from lrrtool.solvers import Callback
 from lrrtool.video import (
     MASK_BATCH,
     POOR_FIT_SPREAD,
@@ -35,124 +28,6 @@ from lrrtool.video import (
     chunk_frames_for,
     separate_chunks,
 )
-
-#: ``progress(label)`` gives a context manager yielding a solver callback (or None).
-ProgressFactory = Callable[[str], AbstractContextManager[Callback | None]]
-
-
-def no_progress(label: str) -> AbstractContextManager[Callback | None]:
-    return nullcontext(None)
-
-
-def solve_entry(result: SolveResult, seconds: float) -> dict[str, object]:
-    """The report fields of one solve."""
-    return {
-        "seconds": round(seconds, 3),
-        "iterations": result.iterations,
-        "converged": result.converged,
-        "final": {result.metric: result.value},
-        **result.details,
-    }
-
-
-def read_reference(reference: Path | None, observed: Tensor, source: Path) -> Tensor | None:
-    """The clean image at ``reference`` (None: none), refused before any work when its
-    shape differs from the input's."""
-    if reference is None:
-        return None
-    clean = media.read_image(reference)
-    if clean.shape != observed.shape:
-        raise LRRError(f"{reference}: shape {tuple(clean.shape)} differs from {source} {tuple(observed.shape)}")
-    return clean
-
-
-def reference_metrics(
-    estimate: Tensor, clean: Tensor | None, *, observed: Tensor, missing: Tensor | None = None
-) -> dict[str, dict[str, float]]:
-    """``{"metrics": {...}}``: PSNR/SSIM of ``estimate`` against the ``clean`` image, also
-    of the input ``observed``, and, for inpainting, on the ``missing`` pixels alone;
-    ``{}`` without a reference."""
-    if clean is None:
-        return {}
-    out = estimate.float().cpu()
-    metrics = {"psnr": psnr(out, clean), "ssim": ssim(out, clean)}
-    if missing is None:
-        metrics["psnr_input"] = psnr(observed, clean)
-    else:
-        metrics["psnr_missing"] = psnr(out, clean, missing.cpu())
-    return {"metrics": metrics}
-
-
-def inpaint_file(
-    path: Path,
-    target: Path,
-    settings: InpaintSettings,
-    *,
-    mask: Path | None = None,
-    drop: float | None = None,
-    invert_mask: bool = False,
-    resize_mask: bool = False,
-    reference: Path | None = None,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    seed: int = 0,
-    protect: list[Path] = (),
-    memory_gib: float | None = None,
-    progress: ProgressFactory = no_progress,
-) -> dict[str, object]:
-    """Inpaint the image at ``path`` into ``target``: the pixels of ``mask`` (white = fill),
-    or a seeded random ``drop`` fraction, within ``memory_gib`` (None: no budget).
-    Returns the report entry."""
-    image = media.read_image(path)
-    size = tuple(image.shape[-2:])
-    if drop is not None:
-        fill = torch.rand(size, generator=torch.Generator().manual_seed(seed)) < drop
-    else:
-        fill = media.read_mask(mask, size, invert=invert_mask, resize=resize_mask)
-    clean = read_reference(reference, image, path)
-    started = time.perf_counter()
-    with progress(f"inpaint {path.name}") as callback:
-        result, solve = inpaint(
-            image.to(device, dtype), fill.to(device), settings, memory_gib=memory_gib, callback=trimming(callback)
-        )
-    seconds = time.perf_counter() - started
-    media.write_image(target, result, protect=protect)
-    entry = {"input": str(path), "output": str(target), "missing_fraction": float(fill.float().mean())}
-    entry |= solve_entry(solve, seconds) | {"peak_memory_gib": peak_memory_gib(device)}
-    return entry | reference_metrics(result, clean, observed=image, missing=fill)
-
-
-def denoise_file(
-    path: Path,
-    target: Path,
-    settings: DenoiseSettings,
-    *,
-    sigma: float | None = None,
-    reference: Path | None = None,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    protect: list[Path] = (),
-    memory_gib: float | None = None,
-    progress: ProgressFactory = no_progress,
-) -> dict[str, object]:
-    """Denoise the image at ``path`` into ``target``; ``sigma`` in ``[0, 1]`` units (None:
-    estimated, :func:`lrrtool.tasks.denoise.estimate_sigma`), within ``memory_gib`` (None:
-    no budget). Returns the report entry."""
-    noisy = media.read_image(path)
-    level = estimate_sigma(noisy) if sigma is None else sigma
-    clean_reference = read_reference(reference, noisy, path)
-    started = time.perf_counter()
-    with progress(f"denoise {path.name}") as callback:
-        clean, solve = denoise(
-            noisy.to(device, dtype), level, settings, memory_gib=memory_gib, callback=trimming(callback)
-        )
-    seconds = time.perf_counter() - started
-    media.write_image(target, clean, protect=protect)
-    entry = {"input": str(path), "output": str(target), "sigma_255": round(level * 255, 3)}
-    entry |= {"sigma_estimated": sigma is None, **solve_entry(solve, seconds)}
-    entry |= {"peak_memory_gib": peak_memory_gib(device)}
-    return entry | reference_metrics(clean, clean_reference, observed=noisy)
-
 
 #: The videos ``separate`` writes into its folder.
 OUTPUT_VIDEOS = ("background", "foreground", "mask")
@@ -179,8 +54,8 @@ def separate_video(
     lossless: tuple[str, ...] = (),
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
-    progress: ProgressFactory = no_progress,
-    frames_done: Callable[[int, int | None], None] | None = None,
+    listener: Listener = ignore,
+    task: str | None = None,
 ) -> dict[str, object]:
     """Separate ``video`` (a file or a folder of frames) into ``folder``/background.mp4,
     foreground.mp4 (``|V - X|`` brightened 4x) and mask.mp4 (those named in ``outputs``;
@@ -192,7 +67,8 @@ def separate_video(
     ``lossless``: outputs whose videos hold the frames exactly (parts that
     :func:`lrrtool.media.join_videos` encodes once).
     Outputs are written atomically: a failed run leaves no partial video.
-    ``frames_done(done, total)`` is called after each chunk. Returns the report: frames,
+    ``listener`` is told the frames done (an :class:`~lrrtool.jobs.progress.Update` of
+    ``task``, phase ``frames``) after each chunk and each solver step. Returns the report: frames,
     seconds, fps, peak memory, per-chunk entries, warnings (and ``poor_frames``, the
     frames over half foreground, for a caller that joins reports)."""
     _check_separate(video, folder, max_frames, outputs)
@@ -226,14 +102,17 @@ def separate_video(
 
     writers: dict[str, media.VideoWriter] = {}
     results, total, ok, created, poor = [], 0, False, [], []
-    if frames_done is not None:
-        frames_done(0, wanted)  # the bar's length before the first chunk
+    total_done = [0]  # frames written, for the steps' updates
+    task = task or f"separate {video.name}"
+    frames_done = functools.partial(_frames_done, listener, task, started)
+    frames_done(0, wanted)  # the bar's length before the first chunk
     of = f"/{total_chunks}" if total_chunks else ""
+
+    def steps(i: int) -> Callback:
+        return _chunk_steps(frames_done, f"chunk {i + 1}{of}", total_done, wanted)
+
     try:
-        solved = separate_chunks(
-            chunks(), settings, device=device, dtype=dtype, progress=lambda i: progress(f"chunk {i + 1}{of}"),
-            carry_only=warm_parts,
-        )  # fmt: skip
+        solved = separate_chunks(chunks(), settings, device=device, dtype=dtype, callbacks=steps, carry_only=warm_parts)
         for part in solved:
             if not writers:
                 created = media.make_folder(folder)
@@ -260,10 +139,9 @@ def separate_video(
             total += part.mask.shape[0]
             del part  # before the next chunk is decoded
             release_freed_memory()
-            if frames_done is not None:
-                frames_done(total, wanted)
-        if frames_done is not None:
-            frames_done(total, total)  # the metadata's count can be an estimate
+            total_done[0] = total
+            frames_done(total, wanted)
+        frames_done(total, total)  # the metadata's count can be an estimate
         for writer in writers.values():  # every video checked before any is moved into place
             writer.finish()
         for writer in writers.values():
@@ -289,6 +167,19 @@ def separate_video(
         "warnings": separate_warnings(results, poor, total),
         "poor_frames": poor,
     }
+
+
+def _frames_done(listener: Listener, task: str, started: float, done: int, total: int | None, note: str = "") -> None:
+    """Tell ``listener`` the frames done of ``total``, with the frame rate so far."""
+    elapsed = time.perf_counter() - started
+    rate = f"{done / elapsed:.1f} fps" if done and elapsed > 0 else ""
+    count = f"{done}/{total if total is not None else '?'} frames"
+    listener(Update(task, "frames", done, total, " ".join(x for x in (count, rate, note) if x)))
+
+
+def _chunk_steps(frames_done: Callable, name: str, done: list[int], total: int | None) -> Callback:
+    """A chunk's solver callback: each step is an update of the frames bar that names it."""
+    return lambda step: frames_done(done[0], total, f"{name} [{step.phase}] {step_note(step)}")
 
 
 def _check_separate(video: Path, folder: Path, max_frames: int | None, outputs: tuple[str, ...]) -> None:
@@ -363,7 +254,7 @@ def separate_segments(
     outputs: tuple[str, ...] = OUTPUT_VIDEOS,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
-    segments_done: Callable[[int, int], None] | None = None,
+    listener: Listener = ignore,
 ) -> dict[str, object]:
     """:func:`separate_video` split in time: segments of ``segment_frames`` frames (None:
     the frames shared over ``slots`` tasks, the first longer by the others' warm-up, so
@@ -377,8 +268,8 @@ def separate_segments(
     background it starts from is close to the one a sequential run carries, and its last
     chunk solves the look-ahead past its end as the sequential run's does (the next
     chunk's fade).
-    A failed segment fails the run and leaves no output. ``segments_done(done, total)`` is
-    called as segments end. Returns the report of :func:`separate_video`, the segments'
+    A failed segment fails the run and leaves no output. ``listener`` is told the
+    segments done (task and phase ``tasks``) as they end. Returns the report of :func:`separate_video`, the segments'
     chunks and warnings joined, plus ``segments`` (start, frames, warm-up of each) and
     ``join_seconds`` (decoding the parts and encoding the outputs)."""
     _check_separate(video, folder, max_frames, outputs)
@@ -406,13 +297,10 @@ def separate_segments(
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.segments-", dir=folder.resolve().parent))
     plan = {scratch / f"{k:05d}": segment for k, segment in enumerate(segments)}
 
-    def work(path: Path, target: Path) -> dict:
-        first, count, warm = plan[target]
-        return separate_video(
-            path, target, settings, start=first, max_frames=count, warmup=warm, scale=scale, size=size, grey=grey,
-            chunk_frames=per_chunk, memory_gib=memory_gib, outputs=outputs, lossless=SEAMLESS_OUTPUTS, device=device,
-            dtype=dtype,
-        )  # fmt: skip
+    work = functools.partial(
+        _segment, plan=plan, settings=settings, scale=scale, size=size, grey=grey, chunk_frames=per_chunk,
+        memory_gib=memory_gib, outputs=outputs, device=device, dtype=dtype,
+    )  # fmt: skip
 
     reports: dict[int, dict] = {}
     errors: dict[int, LRRError] = {}
@@ -423,8 +311,7 @@ def separate_segments(
             errors[k] = error
         else:
             reports[k] = entry
-        if segments_done is not None:
-            segments_done(len(reports) + len(errors), len(segments))
+        listener(Update("tasks", "tasks", len(reports) + len(errors), len(segments)))
 
     created: list[Path] = []
     try:
@@ -473,6 +360,14 @@ def separate_segments(
         "segments": [{"segment": k + 1, "start": a, "frames": n, "warmup": w} for k, (a, n, w) in enumerate(segments)],
         "join_seconds": round(join_seconds, 3),
     }
+
+
+def _segment(path: Path, target: Path, *, plan: dict[Path, tuple[int, int, int]], **options) -> dict:
+    """One segment of :func:`separate_segments` (a Ray task): its frames into ``target``."""
+    first, count, warm = plan[target]
+    return separate_video(
+        path, target, start=first, max_frames=count, warmup=warm, lossless=SEAMLESS_OUTPUTS, **options
+    )
 
 
 def write_chunk(part, writers: dict[str, media.VideoWriter], png_folder: Path | None, first: int) -> None:
@@ -533,133 +428,3 @@ def _spans(indices: list[int], shown: int = 4) -> str:
             spans.append([i, i])
     text = ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans[:shown])
     return "frames " + text + (", ..." if len(spans) > shown else "")
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by the last chunk back to the system (glibc's ``malloc_trim``).
-    Between chunks the heap keeps freed blocks below the mmap threshold (which glibc
-    raises up to 32 MB as large blocks are freed), and the resident size grew chunk by
-    chunk. A no-op where the C library has no ``malloc_trim``."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-def trimming(callback: Callback | None) -> Callback:
-    """``callback`` that first hands freed memory back (:func:`release_freed_memory`): a
-    tiled solve reports after each tile, and its heap otherwise keeps the tiles' freed
-    blocks. Measured, one step of ``denoise`` on a 4032x3024 photo, 2 workers: peak 4.00
-    GiB with one heap and no trim, 2.37 GiB with a heap per thread and the trim, 2.15 GiB
-    with one heap and the trim, at 197-201 s either way."""
-
-    def report(step: Progress) -> None:
-        release_freed_memory()
-        if callback is not None:
-            callback(step)
-
-    return report
-
-
-@functools.cache
-def _malloc_trim():
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-#: glibc's ``mallopt`` parameter for the number of heaps (``M_ARENA_MAX``).
-_M_ARENA_MAX = -8
-
-
-def one_heap() -> None:
-    """Make every thread of this process allocate from one glibc heap. By default each
-    worker thread gets a heap of its own, and each keeps the blocks it freed (below the
-    mmap threshold, which glibc raises up to 32 MB) for its own reuse: measured on a
-    2400x1800 photo, 2 steps of ``denoise`` on 2 workers, peak 2.43 GiB with a heap per
-    thread and 2.04 GiB with one, at the same speed (103 s and 100 s); a fixed 4 MB mmap
-    threshold instead took it to 1.42 GiB but 141 s (every large block faulted in anew).
-    One heap needs :func:`trimming` as well: it is trimmed only from its top, and at 12
-    megapixels it alone peaked at 4.00 GiB. Call before the workers start; a no-op where
-    the C library has no ``mallopt``."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 1)
-    except (OSError, AttributeError):
-        pass
-
-
-def peak_memory_gib(device: torch.device | str) -> float | None:
-    """Peak resident memory of this process so far (GiB; None where the platform does not
-    say), or on CUDA the peak of torch's allocator on that device.
-
-    On Linux from ``VmHWM`` in ``/proc/self/status``, which starts afresh with the program:
-    ``getrusage``'s ``ru_maxrss`` survives ``execve``, so a process started from a large
-    one reports at least its parent's size at the fork (measured: 3.01 GiB for a child of
-    a 3 GiB parent that itself held 13 MB). Elsewhere ``ru_maxrss`` (kB on Linux, bytes on
-    macOS)."""
-    if torch.device(device).type == "cuda":
-        return round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
-    try:
-        status = Path("/proc/self/status").read_text()
-        return round(int(status.split("VmHWM:")[1].split()[0]) / 2**20, 3)
-    except (OSError, IndexError, ValueError):
-        pass
-    try:
-        import resource
-    except ImportError:  # not on Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**30 if sys.platform == "darwin" else 2**20), 3)
-
-
-def complete_csv(
-    ratings: Path,
-    settings,
-    *,
-    predict: Path | None = None,
-    target: Path | None = None,
-    test_fraction: float | None = None,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-    progress: ProgressFactory = no_progress,
-) -> dict[str, object]:
-    """Fit ``settings`` (:class:`lrrtool.recsys.completion.CompletionSettings`) to the
-    ratings CSV; with ``test_fraction`` hold out a seeded split and report its RMSE/MAE;
-    with ``predict`` write the predictions of its pairs to ``target``. Returns the entry."""
-    from lrrtool.recsys import tables
-    from lrrtool.recsys.completion import RatingMatrix, complete, rating_errors
-
-    columns = tables.read_ratings(ratings)
-    pairs = tables.read_pairs(predict) if predict is not None else None
-    data = RatingMatrix(columns.users, columns.items, columns.ratings, device=device)
-    train, test = data.entries, None
-    if test_fraction is not None:
-        train, test = train.split(test_fraction, torch.Generator().manual_seed(seed))
-    low, high = float(train.values.min()), float(train.values.max())
-    started = time.perf_counter()
-    with progress(f"complete {ratings.name}") as callback:
-        model, solve = complete(train, settings, callback=callback)
-    entry: dict[str, object] = {
-        "ratings": str(ratings),
-        "users": train.shape[0],
-        "items": train.shape[1],
-        "observed": len(data.entries),
-        "train": len(train),
-        "rating_range": [low, high],
-        **solve_entry(solve, time.perf_counter() - started),
-    }
-    if test is not None:
-        predicted = model.predict(test.rows, test.cols).clamp(low, high)
-        entry["test"] = {"count": len(test), **rating_errors(predicted, test.values)}
-        entry["test"]["fallback"] = int((~model.seen(test.rows, test.cols)).sum())
-    if pairs is not None:
-        rows, cols = data.encode(pairs.users, pairs.items)
-        values = model.predict(rows, cols).clamp(low, high).cpu().tolist()
-        tables.write_predictions(target, pairs.users, pairs.items, values, protect=[ratings, predict])
-        entry |= {"predict": str(predict), "output": str(target), "predicted": len(values)}
-        entry["fallback"] = int((~model.seen(rows, cols)).sum())
-    return entry

@@ -1,0 +1,197 @@
+"""One function per command: a request in, the report out (the dict the JSON report
+holds, written too when the request names a file). What the CLI, the bench scripts, Ray
+workers and Python users call; no terminal I/O (progress and each input's end go to a
+:data:`~lrrtool.jobs.progress.Listener`)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+from lrrtool import media
+from lrrtool.errors import LRRError
+from lrrtool.jobs import images, ratings, videos
+from lrrtool.jobs.batch import (
+    check_report,
+    expand_inputs,
+    image_targets,
+    ray_run,
+    report_header,
+    run_batch,
+    skip_entry,
+    write_report,
+)
+from lrrtool.jobs.progress import Listener, Update, ignore, solver_updates
+from lrrtool.jobs.requests import CompleteRequest, DenoiseRequest, InpaintRequest, Runtime, SeparateRequest
+from lrrtool.jobs.runtime import resolve_device, resolve_dtype, set_threads
+
+#: How an error is worded in a report (the CLI words parameters as its flags).
+Describe = Callable[[LRRError], str]
+
+
+def _start(runtime: Runtime, *, shared: bool, default_threads: int):
+    """Apply the runtime's threads; its device and dtype."""
+    set_threads(default_threads if runtime.threads is None else runtime.threads, shared=shared)
+    return resolve_device(runtime.device), resolve_dtype(runtime.dtype)
+
+
+def inpaint(request: InpaintRequest, listener: Listener = ignore, describe: Describe = str) -> dict:
+    """``lrrtool inpaint``: fill the masked pixels of each input (:func:`lrrtool.tasks.inpaint.inpaint`),
+    writing ``NAME.inpainted.png`` (or ``outputs.output``). Returns the report: the run's
+    header and one entry per input (``error`` for a failed one, ``skipped`` for one whose
+    output exists)."""
+    r, out = request, request.outputs
+    if sum(x is not None for x in (r.mask, r.mask_dir, r.drop)) != 1:
+        raise LRRError("give exactly one of mask, mask_dir or drop", mentions=("mask", "mask_dir", "drop"))
+    if r.drop is not None and not 0 < r.drop < 1:
+        raise LRRError(f"drop must be a fraction in (0, 1), got {r.drop}", parameter="drop")
+    device, dtype = _start(r.runtime, shared=True, default_threads=0)
+    inputs = expand_inputs(r.inputs)
+    protect = list(inputs) + [Path(x) for x in (r.mask, r.reference) if x is not None]
+    for given in (r.mask, r.reference):
+        if given is not None:
+            media.existing_file(given, "an image file")
+    check_report(out.report, protect)
+    ray = ray_run(r.runtime.ray, r.runtime.ray_address, device)
+    target = image_targets(out.output, out.output_dir, "inpainted", len(inputs) > 1, protect)
+    work = functools.partial(
+        _inpaint_one, mask=r.mask, mask_dir=r.mask_dir, settings=r.settings, drop=r.drop, invert_mask=r.invert_mask,
+        resize_mask=r.resize_mask, reference=r.reference, device=device, dtype=dtype, protect=protect,
+        memory_gib=r.runtime.memory_gib,
+    )  # fmt: skip
+    results = run_batch(
+        inputs, target, work, label="inpaint", listener=listener, overwrite=out.overwrite, ray=ray, describe=describe
+    )
+    header = report_header("inpaint", r.settings.resolved(), device, dtype, r.runtime.command_line)
+    report = {**header, "results": results}
+    write_report(out.report, report, protect, listener)
+    return report
+
+
+def _inpaint_one(path: Path, target: Path, *, mask: Path | None, mask_dir: Path | None, drop, **options) -> dict:
+    """One input of :func:`inpaint`: its mask found, then :func:`lrrtool.jobs.images.inpaint_file`."""
+    found = None if drop is not None else media.find_mask(path, mask=mask, mask_dir=mask_dir)
+    return images.inpaint_file(path, target, mask=found, drop=drop, **options)
+
+
+def denoise(request: DenoiseRequest, listener: Listener = ignore, describe: Describe = str) -> dict:
+    """``lrrtool denoise``: denoise each input (:func:`lrrtool.tasks.denoise.denoise`) at
+    ``sigma`` (0-255 units; None: estimated), writing ``NAME.denoised.png``. Returns the
+    report, as :func:`inpaint` does."""
+    r, out = request, request.outputs
+    if r.sigma is not None and not 0 < r.sigma < 255:
+        raise LRRError(f"sigma must be in (0, 255), got {r.sigma}", parameter="sigma")
+    device, dtype = _start(r.runtime, shared=True, default_threads=0)
+    inputs = expand_inputs(r.inputs)
+    protect = list(inputs) + ([Path(r.reference)] if r.reference else [])
+    if r.reference is not None:
+        media.existing_file(r.reference, "an image file")
+    check_report(out.report, protect)
+    ray = ray_run(r.runtime.ray, r.runtime.ray_address, device)
+    target = image_targets(out.output, out.output_dir, "denoised", len(inputs) > 1, protect)
+    work = functools.partial(
+        images.denoise_file, settings=r.settings, sigma=None if r.sigma is None else r.sigma / 255,
+        reference=r.reference, device=device, dtype=dtype, protect=protect, memory_gib=r.runtime.memory_gib,
+    )  # fmt: skip
+    results = run_batch(
+        inputs, target, work, label="denoise", listener=listener, overwrite=out.overwrite, ray=ray, describe=describe
+    )
+    header = report_header("denoise", r.settings.resolved(), device, dtype, r.runtime.command_line)
+    report = {**header, "results": results}
+    write_report(out.report, report, protect, listener)
+    return report
+
+
+def separate(request: SeparateRequest, listener: Listener = ignore, describe: Describe = str) -> dict:
+    """``lrrtool separate``: the video's background, foreground and mask videos
+    (:func:`lrrtool.jobs.videos.separate_video`; with Ray, in segments:
+    :func:`~lrrtool.jobs.videos.separate_segments`). Returns the report; when an output
+    exists and ``overwrite`` is off, nothing is done and the report is the skipped entry
+    (``skipped``: true), not written."""
+    r, out = request, request.outputs
+    device, dtype = _start(r.runtime, shared=False, default_threads=1)
+    video = Path(r.video)
+    folder = Path(out.output_dir) if out.output_dir is not None else video.with_name(video.stem + ".separated")
+    check_report(out.report, [video])
+    existing = [folder / f"{name}.mp4" for name in r.videos if (folder / f"{name}.mp4").exists()]
+    if existing and not out.overwrite:
+        entry = skip_entry(video, existing[0], False)
+        listener(Update(f"separate {video.name}", "skipped", entry=entry))
+        return entry
+    ray = ray_run(r.runtime.ray, r.runtime.ray_address, device)
+    if r.segment_frames is not None and ray is None:
+        raise LRRError("segment_frames splits the video into Ray tasks: give ray too", parameter="segment_frames",
+                       mentions=("ray",))  # fmt: skip
+    if ray is not None and r.frames:
+        raise LRRError("frames is not available with ray: the segments write videos only", parameter="frames",
+                       mentions=("ray",))  # fmt: skip
+    common = dict(start=r.start, max_frames=r.max_frames, scale=r.scale, size=r.size, grey=r.grey)
+    common |= dict(chunk_frames=r.chunk_frames, memory_gib=r.runtime.memory_gib, outputs=r.videos)
+    common |= dict(device=device, dtype=dtype, listener=listener)
+    if ray is None:
+        entry = videos.separate_video(video, folder, r.settings, frames=r.frames, **common)
+    else:
+        entry = _separate_on_ray(video, folder, r, ray, common)
+    header = report_header("separate", r.settings.resolved(), device, dtype, r.runtime.command_line)
+    report = {**header, **entry}
+    write_report(out.report, report, [video], listener)
+    return report
+
+
+def _separate_on_ray(video: Path, folder: Path, request: SeparateRequest, ray, common: dict) -> dict:
+    """The video's segments as Ray tasks, as many at once as the cluster has slots."""
+    from lrrtool import cluster
+
+    with cluster.session(ray.address) as engine:
+        resources = engine.cluster_resources()
+        slots = int(resources.get("GPU", 0)) if ray.gpus else int(resources.get("CPU", 1)) // ray.threads
+
+        def run(jobs, work, finished) -> None:
+            cluster.run_tasks(engine, jobs, work, threads=ray.threads, gpus=ray.gpus, finished=finished)
+
+        return videos.separate_segments(
+            video, folder, request.settings, run=run, segment_frames=request.segment_frames, slots=max(1, slots),
+            **common,
+        )  # fmt: skip
+
+
+def complete(request: CompleteRequest, listener: Listener = ignore, describe: Describe = str) -> dict:
+    """``lrrtool complete``: fit the ratings, write the predictions of the pairs and/or
+    report the held-out errors (:func:`lrrtool.jobs.ratings.complete_csv`). Returns the
+    report (one entry); with predictions that exist and no ``overwrite``, the pairs are
+    skipped (and with no held-out test, nothing is done: the skipped entry is returned)."""
+    from lrrtool.recsys import tables
+
+    r, out = request, request.outputs
+    if r.predict is None and r.test_fraction is None:
+        raise LRRError("nothing to do: give predict (a CSV of pairs) and/or test_fraction",
+                       mentions=("predict", "test_fraction"))  # fmt: skip
+    if out.output is not None and r.predict is None:
+        raise LRRError("output needs predict (the pairs to write predictions for)", parameter="output",
+                       mentions=("predict",))  # fmt: skip
+    device, dtype = _start(r.runtime, shared=False, default_threads=1)
+    protect = [Path(x) for x in (r.ratings, r.predict) if x is not None]
+    for given in protect:
+        media.existing_file(given, "a CSV file")
+    check_report(out.report, protect)
+    predict, target = r.predict, None
+    if predict is not None:
+        predict = Path(predict)
+        target = Path(out.output) if out.output is not None else predict.with_name(f"{predict.stem}.predictions.csv")
+        tables.check_predictions_path(target, protect)
+        if (entry := skip_entry(predict, target, out.overwrite)) is not None:
+            listener(Update(f"complete {Path(r.ratings).name}", "skipped", entry=entry))
+            if r.test_fraction is None:
+                return entry
+            predict = target = None  # the held-out test still runs
+    task = f"complete {Path(r.ratings).name}"
+    entry = ratings.complete_csv(
+        Path(r.ratings), r.settings, predict=predict, target=target, test_fraction=r.test_fraction, device=device,
+        callback=solver_updates(listener, task),
+    )  # fmt: skip
+    listener(Update(task, "done", 1, 1, entry=entry))
+    header = report_header("complete", r.settings.resolved(), device, dtype, r.runtime.command_line)
+    report = {**header, "results": [entry]}
+    write_report(out.report, report, protect + ([target] if target is not None else []), listener)
+    return report
