@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from lrrtool.jobs.runtime import peak_memory_gib
-from lrrtool.jobs.videos import separate_video
+from lrrtool.jobs.videos import Clip, separate_video
 from lrrtool.media import read_image, read_video_chunks, write_image
 from lrrtool.metrics import psnr
 from lrrtool.video import (
@@ -59,7 +59,7 @@ def run_separate(video: Path, folder: Path, device: str | None = None, **options
     """Seconds of one end-to-end :func:`lrrtool.jobs.videos.separate_video` run with default settings
     (``device`` None: ``--device``; a spawned child passes it, its module global is fresh)."""
     start = time.perf_counter()
-    separate_video(video, folder, SeparateSettings(), device=device or DEVICE, **options)
+    separate_video(video, folder, SeparateSettings(), device=device or DEVICE, clip=Clip(**options))
     return time.perf_counter() - start
 
 

@@ -26,6 +26,8 @@ from lrrtool.jobs.progress import Listener, Update, ignore, solver_updates
 from lrrtool.jobs.requests import CompleteRequest, DenoiseRequest, InpaintRequest, Runtime, SeparateRequest
 from lrrtool.jobs.runtime import resolve_device, resolve_dtype, set_threads
 
+#: The output names of the image commands: ``NAME.<suffix>.png``.
+OUTPUT_SUFFIXES = {"inpaint": "inpainted", "denoise": "denoised"}
 #: How an error is worded in a report (the CLI words parameters as its flags).
 Describe = Callable[[LRRError], str]
 
@@ -41,32 +43,16 @@ def inpaint(request: InpaintRequest, listener: Listener = ignore, describe: Desc
     writing ``NAME.inpainted.png`` (or ``outputs.output``). Returns the report: the run's
     header and one entry per input (``error`` for a failed one, ``skipped`` for one whose
     output exists)."""
-    r, out = request, request.outputs
+    r = request
     if sum(x is not None for x in (r.mask, r.mask_dir, r.drop)) != 1:
         raise LRRError("give exactly one of mask, mask_dir or drop", mentions=("mask", "mask_dir", "drop"))
     if r.drop is not None and not 0 < r.drop < 1:
         raise LRRError(f"drop must be a fraction in (0, 1), got {r.drop}", parameter="drop")
-    device, dtype = _start(r.runtime, shared=True, default_threads=0)
-    inputs = expand_inputs(r.inputs)
-    protect = list(inputs) + [Path(x) for x in (r.mask, r.reference) if x is not None]
-    for given in (r.mask, r.reference):
-        if given is not None:
-            media.existing_file(given, "an image file")
-    check_report(out.report, protect)
-    ray = ray_run(r.runtime.ray, r.runtime.ray_address, device)
-    target = image_targets(out.output, out.output_dir, "inpainted", len(inputs) > 1, protect)
     work = functools.partial(
         _inpaint_one, mask=r.mask, mask_dir=r.mask_dir, settings=r.settings, drop=r.drop, invert_mask=r.invert_mask,
-        resize_mask=r.resize_mask, reference=r.reference, device=device, dtype=dtype, protect=protect,
-        memory_gib=r.runtime.memory_gib,
+        resize_mask=r.resize_mask, reference=r.reference,
     )  # fmt: skip
-    results = run_batch(
-        inputs, target, work, label="inpaint", listener=listener, overwrite=out.overwrite, ray=ray, describe=describe
-    )
-    header = report_header("inpaint", r.settings.resolved(), device, dtype, r.runtime.command_line)
-    report = {**header, "results": results}
-    write_report(out.report, report, protect, listener)
-    return report
+    return _image_batch("inpaint", r, work, (r.mask, r.reference), listener, describe)
 
 
 def _inpaint_one(path: Path, target: Path, *, mask: Path | None, mask_dir: Path | None, drop, **options) -> dict:
@@ -79,25 +65,33 @@ def denoise(request: DenoiseRequest, listener: Listener = ignore, describe: Desc
     """``lrrtool denoise``: denoise each input (:func:`lrrtool.tasks.denoise.denoise`) at
     ``sigma`` (0-255 units; None: estimated), writing ``NAME.denoised.png``. Returns the
     report, as :func:`inpaint` does."""
-    r, out = request, request.outputs
+    r = request
     if r.sigma is not None and not 0 < r.sigma < 255:
         raise LRRError(f"sigma must be in (0, 255), got {r.sigma}", parameter="sigma")
+    sigma = None if r.sigma is None else r.sigma / 255
+    work = functools.partial(images.denoise_file, settings=r.settings, sigma=sigma, reference=r.reference)
+    return _image_batch("denoise", r, work, (r.reference,), listener, describe)
+
+
+def _image_batch(command: str, request, work: functools.partial, files: tuple, listener: Listener, describe) -> dict:
+    """What :func:`inpaint` and :func:`denoise` share: the runtime applied, the inputs
+    expanded, the given ``files`` (mask, reference) checked and never overwritten, the
+    batch run (``work`` completed with the device, precision, budget), the report."""
+    r, out = request, request.outputs
     device, dtype = _start(r.runtime, shared=True, default_threads=0)
     inputs = expand_inputs(r.inputs)
-    protect = list(inputs) + ([Path(r.reference)] if r.reference else [])
-    if r.reference is not None:
-        media.existing_file(r.reference, "an image file")
+    protect = list(inputs) + [Path(x) for x in files if x is not None]
+    for given in files:
+        if given is not None:
+            media.existing_file(given, "an image file")
     check_report(out.report, protect)
     ray = ray_run(r.runtime.ray, r.runtime.ray_address, device)
-    target = image_targets(out.output, out.output_dir, "denoised", len(inputs) > 1, protect)
-    work = functools.partial(
-        images.denoise_file, settings=r.settings, sigma=None if r.sigma is None else r.sigma / 255,
-        reference=r.reference, device=device, dtype=dtype, protect=protect, memory_gib=r.runtime.memory_gib,
-    )  # fmt: skip
+    target = image_targets(out.output, out.output_dir, OUTPUT_SUFFIXES[command], len(inputs) > 1, protect)
+    work = functools.partial(work, place=images.Placement(device, dtype, r.runtime.memory_gib, tuple(protect)))
     results = run_batch(
-        inputs, target, work, label="denoise", listener=listener, overwrite=out.overwrite, ray=ray, describe=describe
+        inputs, target, work, label=command, listener=listener, overwrite=out.overwrite, ray=ray, describe=describe
     )
-    header = report_header("denoise", r.settings.resolved(), device, dtype, r.runtime.command_line)
+    header = report_header(command, r.settings.resolved(), device, dtype, r.runtime.command_line)
     report = {**header, "results": results}
     write_report(out.report, report, protect, listener)
     return report
@@ -126,8 +120,8 @@ def separate(request: SeparateRequest, listener: Listener = ignore, describe: De
     if ray is not None and r.frames:
         raise LRRError("frames is not available with ray: the segments write videos only", parameter="frames",
                        mentions=("ray",))  # fmt: skip
-    common = dict(start=r.start, max_frames=r.max_frames, scale=r.scale, size=r.size, grey=r.grey)
-    common |= dict(chunk_frames=r.chunk_frames, memory_gib=r.runtime.memory_gib, outputs=r.videos)
+    clip = videos.Clip(r.start, r.max_frames, r.scale, r.size, r.grey)
+    common = dict(clip=clip, chunk_frames=r.chunk_frames, memory_gib=r.runtime.memory_gib, outputs=r.videos)
     common |= dict(device=device, dtype=dtype, listener=listener)
     if ray is None:
         entry = videos.separate_video(video, folder, r.settings, frames=r.frames, **common)

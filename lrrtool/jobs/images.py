@@ -5,6 +5,7 @@ computes through :mod:`lrrtool.tasks`, returns the report's entry."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -58,6 +59,17 @@ def reference_metrics(
     return {"metrics": metrics}
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one image's work runs: ``device``, ``dtype``, the memory budget ``memory_gib``
+    (None: none), and the files it must never overwrite (``protect``)."""
+
+    device: torch.device | str = "cpu"
+    dtype: torch.dtype = torch.float32
+    memory_gib: float | None = None
+    protect: tuple[Path, ...] = ()
+
+
 def inpaint_file(
     path: Path,
     target: Path,
@@ -68,15 +80,12 @@ def inpaint_file(
     invert_mask: bool = False,
     resize_mask: bool = False,
     reference: Path | None = None,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    protect: list[Path] = (),
-    memory_gib: float | None = None,
+    place: Placement = Placement(),
     callback: Callback | None = None,
 ) -> dict[str, object]:
     """Inpaint the image at ``path`` into ``target``: the pixels of ``mask`` (white = fill),
-    or a random ``drop`` fraction seeded by ``settings.seed``, within ``memory_gib`` (None: no budget).
-    ``callback``: the solver's progress. Returns the report entry."""
+    or a random ``drop`` fraction seeded by ``settings.seed``. ``callback``: the solver's
+    progress. Returns the report entry."""
     image = media.read_image(path)
     size = tuple(image.shape[-2:])
     if drop is not None:
@@ -85,13 +94,11 @@ def inpaint_file(
         fill = media.read_mask(mask, size, invert=invert_mask, resize=resize_mask)
     clean = read_reference(reference, image, path)
     started = time.perf_counter()
-    result, solve = inpaint(
-        image.to(device, dtype), fill.to(device), settings, memory_gib=memory_gib, callback=trimming(callback)
-    )
-    seconds = time.perf_counter() - started
-    media.write_image(target, result, protect=protect)
+    observed = image.to(place.device, place.dtype)
+    result, solve = inpaint(observed, fill.to(place.device), settings, memory_gib=place.memory_gib,
+                            callback=trimming(callback))  # fmt: skip
     entry = {"input": str(path), "output": str(target), "missing_fraction": float(fill.float().mean())}
-    entry |= solve_entry(solve, seconds) | {"peak_memory_gib": peak_memory_gib(device)}
+    entry |= _written(target, result, solve, started, place)
     return entry | reference_metrics(result, clean, observed=image, missing=fill)
 
 
@@ -102,30 +109,26 @@ def denoise_file(
     *,
     sigma: float | None = None,
     reference: Path | None = None,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    protect: list[Path] = (),
-    memory_gib: float | None = None,
+    place: Placement = Placement(),
     callback: Callback | None = None,
 ) -> dict[str, object]:
     """Denoise the image at ``path`` into ``target``; ``sigma`` in ``[0, 1]`` units (None:
-    estimated, :func:`lrrtool.tasks.denoise.estimate_sigma`), within ``memory_gib`` (None:
-    no budget). ``callback``: the solver's progress. Returns the report entry."""
+    estimated, :func:`lrrtool.tasks.denoise.estimate_sigma`). ``callback``: the solver's
+    progress. Returns the report entry."""
     noisy = media.read_image(path)
     level = estimate_sigma(noisy) if sigma is None else sigma
     clean_reference = read_reference(reference, noisy, path)
     started = time.perf_counter()
-    clean, solve = denoise(noisy.to(device, dtype), level, settings, memory_gib=memory_gib, callback=trimming(callback))
-    seconds = time.perf_counter() - started
-    media.write_image(target, clean, protect=protect)
+    observed = noisy.to(place.device, place.dtype)
+    clean, solve = denoise(observed, level, settings, memory_gib=place.memory_gib, callback=trimming(callback))
     entry = {"input": str(path), "output": str(target), "sigma_255": round(level * 255, 3)}
-    entry |= {"sigma_estimated": sigma is None, **solve_entry(solve, seconds)}
-    entry |= {"peak_memory_gib": peak_memory_gib(device)}
+    entry |= {"sigma_estimated": sigma is None, **_written(target, clean, solve, started, place)}
     return entry | reference_metrics(clean, clean_reference, observed=noisy)
 
 
-#: The videos ``separate`` writes into its folder.
-OUTPUT_VIDEOS = ("background", "foreground", "mask")
-#: Their libx264 presets: the binary mask loses nothing at ``ultrafast`` (0.45 -> 0.21 s
-#: for 120 720p frames).
-VIDEO_PRESETS = {"background": media.X264_PRESET, "foreground": media.X264_PRESET, "mask": "ultrafast"}
+def _written(target: Path, result: Tensor, solve: SolveResult, started: float, place: Placement) -> dict:
+    """Write ``result`` to ``target``; the report fields of the solve, its time (from
+    ``started``, not counting the write) and the process's peak memory."""
+    seconds = time.perf_counter() - started
+    media.write_image(target, result, protect=place.protect)
+    return solve_entry(solve, seconds) | {"peak_memory_gib": peak_memory_gib(place.device)}

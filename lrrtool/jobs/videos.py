@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -36,16 +37,24 @@ OUTPUT_VIDEOS = ("background", "foreground", "mask")
 VIDEO_PRESETS = {"background": media.X264_PRESET, "foreground": media.X264_PRESET, "mask": "ultrafast"}
 
 
+@dataclass(frozen=True)
+class Clip:
+    """What of a video is read: frames from ``start`` (at most ``max_frames``; None: to the
+    end), resized by ``scale`` or to ``size`` (width, height), luminance only with ``grey``."""
+
+    start: int = 0
+    max_frames: int | None = None
+    scale: float | None = None
+    size: tuple[int, int] | None = None
+    grey: bool = False
+
+
 def separate_video(
     video: Path,
     folder: Path,
     settings: SeparateSettings,
     *,
-    start: int = 0,
-    max_frames: int | None = None,
-    scale: float | None = None,
-    size: tuple[int, int] | None = None,
-    grey: bool = False,
+    clip: Clip = Clip(),
     chunk_frames: int | None = None,
     memory_gib: float = 2.0,
     frames: bool = False,
@@ -71,18 +80,17 @@ def separate_video(
     ``task``, phase ``frames``) after each chunk and each solver step. Returns the report: frames,
     seconds, fps, peak memory, per-chunk entries, warnings (and ``poor_frames``, the
     frames over half foreground, for a caller that joins reports)."""
-    _check_separate(video, folder, max_frames, outputs)
+    _check_separate(video, folder, clip.max_frames, outputs)
     started = time.perf_counter()
-    geometry, _, wanted, per_chunk = _frames_plan(
-        video, settings, start, max_frames, scale, size, grey, chunk_frames, memory_gib, dtype
-    )
+    geometry, _, wanted, per_chunk = _frames_plan(video, settings, clip, chunk_frames, memory_gib, dtype)
+    start, max_frames = clip.start, clip.max_frames
     total_chunks = None if not wanted else -(-wanted // per_chunk)
     if not 0 <= warmup <= start:
         raise LRRError(f"warmup must be in 0..start ({start}), got {warmup}")
     lookahead = blend_frames(per_chunk)
     read = functools.partial(
-        media.read_video_chunks, video, chunk_frames=per_chunk, scale=scale, size=size, grey=grey, raw=True,
-        lookahead=lookahead,
+        media.read_video_chunks, video, chunk_frames=per_chunk, scale=clip.scale, size=clip.size, grey=clip.grey,
+        raw=True, lookahead=lookahead,
     )  # fmt: skip
     warm_parts = -(-warmup // per_chunk)  # chunks solved for the background they carry, not written
     streams = [(read(start=start, max_frames=max_frames), max_frames)]
@@ -198,11 +206,7 @@ def _check_separate(video: Path, folder: Path, max_frames: int | None, outputs: 
 def _frames_plan(
     video: Path,
     settings: SeparateSettings,
-    start: int,
-    max_frames: int | None,
-    scale: float | None,
-    size: tuple[int, int] | None,
-    grey: bool,
+    clip: Clip,
     chunk_frames: int | None,
     memory_gib: float,
     dtype: torch.dtype,
@@ -210,13 +214,13 @@ def _frames_plan(
     """``(geometry, available, wanted, per_chunk)`` of a separation: the frames' shape, the
     file's frame count and the frames to use from ``start`` (None: unknown), and the chunk
     length that ``memory_gib`` allows besides the decoder's staged frames."""
-    geometry, available = media.video_probe(video, scale=scale, size=size, grey=grey)
+    geometry, available = media.video_probe(video, scale=clip.scale, size=clip.size, grey=clip.grey)
     per_chunk = chunk_frames_for(
         geometry, dtype, settings, memory_gib=memory_gib, chunk_frames=chunk_frames, staged_frames=media.STAGED_FRAMES
     )
-    wanted = None if available is None else max(available - start, 0)
-    if max_frames is not None:
-        wanted = max_frames if wanted is None else min(wanted, max_frames)
+    wanted = None if available is None else max(available - clip.start, 0)
+    if clip.max_frames is not None:
+        wanted = clip.max_frames if wanted is None else min(wanted, clip.max_frames)
     return geometry, available, wanted, per_chunk
 
 
@@ -244,11 +248,7 @@ def separate_segments(
     run: TaskRunner,
     segment_frames: int | None = None,
     slots: int = 1,
-    start: int = 0,
-    max_frames: int | None = None,
-    scale: float | None = None,
-    size: tuple[int, int] | None = None,
-    grey: bool = False,
+    clip: Clip = Clip(),
     chunk_frames: int | None = None,
     memory_gib: float = 2.0,
     outputs: tuple[str, ...] = OUTPUT_VIDEOS,
@@ -272,11 +272,10 @@ def separate_segments(
     segments done (task and phase ``tasks``) as they end. Returns the report of :func:`separate_video`, the segments'
     chunks and warnings joined, plus ``segments`` (start, frames, warm-up of each) and
     ``join_seconds`` (decoding the parts and encoding the outputs)."""
-    _check_separate(video, folder, max_frames, outputs)
+    _check_separate(video, folder, clip.max_frames, outputs)
     started = time.perf_counter()
-    _, available, wanted, per_chunk = _frames_plan(
-        video, settings, start, max_frames, scale, size, grey, chunk_frames, memory_gib, dtype
-    )
+    _, available, wanted, per_chunk = _frames_plan(video, settings, clip, chunk_frames, memory_gib, dtype)
+    start = clip.start
     if available is None:
         raise LRRError(f"{video}: its frame count is unknown, so it cannot be split into segments")
     if wanted < 2:
@@ -298,7 +297,7 @@ def separate_segments(
     plan = {scratch / f"{k:05d}": segment for k, segment in enumerate(segments)}
 
     work = functools.partial(
-        _segment, plan=plan, settings=settings, scale=scale, size=size, grey=grey, chunk_frames=per_chunk,
+        _segment, plan=plan, clip=clip, settings=settings, chunk_frames=per_chunk,
         memory_gib=memory_gib, outputs=outputs, device=device, dtype=dtype,
     )  # fmt: skip
 
@@ -362,12 +361,11 @@ def separate_segments(
     }
 
 
-def _segment(path: Path, target: Path, *, plan: dict[Path, tuple[int, int, int]], **options) -> dict:
+def _segment(path: Path, target: Path, *, plan: dict[Path, tuple[int, int, int]], clip: Clip, **options) -> dict:
     """One segment of :func:`separate_segments` (a Ray task): its frames into ``target``."""
     first, count, warm = plan[target]
-    return separate_video(
-        path, target, start=first, max_frames=count, warmup=warm, lossless=SEAMLESS_OUTPUTS, **options
-    )
+    part = replace(clip, start=first, max_frames=count)
+    return separate_video(path, target, clip=part, warmup=warm, lossless=SEAMLESS_OUTPUTS, **options)
 
 
 def write_chunk(part, writers: dict[str, media.VideoWriter], png_folder: Path | None, first: int) -> None:

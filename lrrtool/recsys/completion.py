@@ -46,8 +46,8 @@ from torch import Tensor
 
 from lrrtool.core.matfun import right_gram_power, symmetric_power
 from lrrtool.errors import LRRError
+from lrrtool.settings import TaskSettings
 from lrrtool.solvers import Callback, Progress, SolveResult, minimize
-from lrrtool.tasks.settings import TaskSettings
 
 METHODS = ("blend", "lrr", "autorec", "dlrl", "mf")
 #: Seeded I-AutoRec members of ``blend`` (next to one ``lrr`` model).

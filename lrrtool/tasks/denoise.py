@@ -33,9 +33,9 @@ from lrrtool.errors import LRRError
 from lrrtool.forward import GaussianNoise
 from lrrtool.patches import PatchGroups
 from lrrtool.priors import LowRankPrior, PatchGroupLift, noise_threshold
+from lrrtool.settings import TaskSettings
 from lrrtool.solvers import PIXEL_BOUNDS, Callback, SolveResult, adam, proximal_gradient
 from lrrtool.tasks.budget import check_whole_groups, patch_tile
-from lrrtool.tasks.settings import TaskSettings
 
 #: Patch side and group size by image kind when neither the user nor the preset sets
 #: them: ``D = C p^2`` = 36 (grey) and 75 (colour); measured best (``bench/denoise.py``).

@@ -38,9 +38,9 @@ from torch import Tensor
 from lrrtool.errors import LRRError
 from lrrtool.forward import Inpainting
 from lrrtool.priors import ChannelMatrices, LowRankPrior, PatchGroupLift, noise_threshold
+from lrrtool.settings import TaskSettings
 from lrrtool.solvers import PIXEL_BOUNDS, SOLVERS, Callback, Progress, SolveResult, adam, proximal_gradient
 from lrrtool.tasks.budget import check_whole_groups, patch_tile
-from lrrtool.tasks.settings import TaskSettings
 from lrrtool.tasks.starts import START_RANKS, laplacian_energy, start_by_region
 
 MODELS = ("patches", "global")

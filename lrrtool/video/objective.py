@@ -48,8 +48,8 @@ from torch import Tensor
 from lrrtool.errors import LRRError
 from lrrtool.forward import SparseNoise
 from lrrtool.priors import FramesAsColumns, LowRankPrior
+from lrrtool.settings import TaskSettings
 from lrrtool.solvers import PIXEL_BOUNDS, Callback, SolveResult, adam, robust_pca
-from lrrtool.tasks.settings import TaskSettings
 from lrrtool.video.mask import foreground_mask
 
 #: Copies of the ``D x T`` chunk each solver holds at once (for chunk sizing).
