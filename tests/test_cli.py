@@ -199,7 +199,7 @@ def test_separate_streams_a_long_clip_in_bounded_chunks(tmp_path, monkeypatch):
         frame.paste(250, (t % 28, 8, t % 28 + 4, 12))
         frame.save(folder / f"{t:03d}.png")
     decoded, solves = [], []
-    real_open, real_separate = media._open, task.separate_lifted
+    real_open, real_separate = media.videos.open_image, task.separate_lifted
 
     def counting_open(path):
         decoded.append(path)
@@ -210,7 +210,7 @@ def test_separate_streams_a_long_clip_in_bounded_chunks(tmp_path, monkeypatch):
         assert (memory is None) == (memory_full is None)
         return real_separate(frames, settings, memory=memory, memory_full=memory_full, callback=callback)
 
-    monkeypatch.setattr(media, "_open", counting_open)
+    monkeypatch.setattr(media.videos, "open_image", counting_open)
     monkeypatch.setattr(task, "separate_lifted", recording_separate)
     result = invoke("separate", folder, "--chunk-frames", 8, "--output-dir", tmp_path / "out", "-q")
     assert result.exit_code == 0, result.output

@@ -79,16 +79,16 @@ def test_an_output_folder_made_meanwhile_by_a_parallel_task_is_used(tmp_path, mo
     from lrrtool import media
 
     target = tmp_path / "out" / "deeper"
-    real_missing = media._missing_folders
+    real_missing = media.files._missing_folders
 
     def raced(folder):  # both folders missing when looked at, one made before the mkdir
         missing = real_missing(folder)
         (tmp_path / "out").mkdir()
         return missing
 
-    monkeypatch.setattr(media, "_missing_folders", raced)
+    monkeypatch.setattr(media.files, "_missing_folders", raced)
     assert media.make_folder(target) == [target] and target.is_dir()
-    monkeypatch.setattr(media, "_missing_folders", lambda folder: ([folder], None))
+    monkeypatch.setattr(media.files, "_missing_folders", lambda folder: ([folder], None))
     (tmp_path / "file").write_text("x")
     with pytest.raises(LRRError, match="cannot create the folder"):
         media.make_folder(tmp_path / "file")

@@ -1,282 +1,20 @@
-"""Reading and writing images, masks and videos: the only module that touches
-imageio, pillow and ffmpeg.
-
-Canonical layouts: an image is a float32 tensor ``(C, H, W)`` in ``[0, 1]`` with
-``C`` = 1 (grey) or 3 (RGB); a video frame batch is ``(T, C, H, W)``. Writes are atomic
-(temporary file in the target folder, then ``os.replace``) and refuse to overwrite any
-path passed as ``protect`` (the inputs).
-"""
+"""Videos and folders of frames: read in chunks ``(T, C, H, W)``, written by ffmpeg (libx264)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable
-from contextlib import contextmanager, suppress
-from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from lrrtool.errors import LRRError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
-
-
-def _summary(error: BaseException) -> str:
-    """A library error in one line: its first line and, for multi-line reports such as
-    ffmpeg's stderr, the last line (where ffmpeg states the cause)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if len(lines) < 2 else f"{lines[0]} ... {lines[-1]}"
-    return f"{error.__class__.__name__}: {text}"
-
-
-def existing_file(path: str | Path, kind: str) -> Path:
-    """``path`` as a Path, or an error when it is missing or a folder (``kind``: what was expected)."""
-    path = Path(path)
-    if not path.exists():
-        raise LRRError(f"{path}: no such file")
-    if path.is_dir():
-        raise LRRError(f"{path}: is a folder, expected {kind}")
-    return path
-
-
-#: PIL modes of 16-bit (and 32-bit integer) grey images.
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
-
-
-def _open(path: Path) -> Image.Image:
-    path = existing_file(path, "an image file")
-    try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise LRRError(f"{path}: not a readable image ({_summary(error)})") from None
-    return image
-
-
-def _to_tensor(array: np.ndarray) -> torch.Tensor:
-    if array.dtype == np.uint8:
-        scaled = array.astype(np.float32) / 255
-    elif array.dtype == np.uint16 or array.dtype == np.int32:
-        scaled = array.astype(np.float32) / 65535
-    else:
-        scaled = np.clip(array.astype(np.float32), 0, 1)
-    if scaled.ndim == 2:
-        scaled = scaled[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
-
-
-def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as float32 ``(C, H, W)`` in ``[0, 1]``; C = 1 for grey, 3 otherwise.
-
-    Alpha is dropped (composited nowhere: the colour channels are kept as stored);
-    palette and CMYK images are converted to RGB; 16-bit images keep their precision.
-    """
-    image = _open(Path(path))
-    if image.mode in SIXTEEN_BIT_MODES:
-        return _to_tensor(np.asarray(image).astype(np.uint16 if image.mode != "I" else np.int32))
-    if image.mode in ("L", "1"):
-        return _to_tensor(np.asarray(image.convert("L")))
-    if image.mode == "LA":
-        return _to_tensor(np.asarray(image)[:, :, 0])
-    return _to_tensor(np.asarray(image.convert("RGB")))
-
-
-def read_mask(
-    path: str | Path,
-    size: tuple[int, int],
-    *,
-    invert: bool = False,
-    resize: bool = False,
-) -> torch.Tensor:
-    """A fill mask as a bool ``(H, W)`` tensor, True = pixel to fill.
-
-    White (>= 50 % grey) means *fill*; in an image with an alpha channel, transparent
-    (alpha < 50 %) means fill. ``invert`` flips the meaning (e.g. the TNNR benchmark masks,
-    where black marks the missing pixels). ``size`` is the image's ``(H, W)``; a mask of
-    another size is an error unless ``resize`` (nearest neighbour).
-    """
-    image = _open(Path(path))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        alpha = np.asarray(image.convert("RGBA"))[:, :, 3]
-        fill = alpha < 128
-        if fill.all() or not fill.any():  # an opaque RGBA mask: use its grey values
-            fill = np.asarray(image.convert("L")) >= 128
-    else:
-        fill = np.asarray(image.convert("L")) >= 128
-    if invert:
-        fill = ~fill
-    height, width = size
-    if fill.shape != (height, width):
-        if not resize:
-            raise LRRError(
-                f"{path}: mask is {fill.shape[1]}x{fill.shape[0]} but the image is {width}x{height} "
-                "(width x height); pass resize_mask to resize it with nearest neighbour",
-                mentions=("resize_mask",),
-            )
-        resized = Image.fromarray(fill.astype(np.uint8) * 255).resize((width, height), Image.NEAREST)
-        fill = np.asarray(resized) >= 128
-    return torch.from_numpy(fill.copy())
-
-
-def find_mask(image: str | Path, *, mask: str | Path | None = None, mask_dir: str | Path | None = None) -> Path:
-    """The mask file of ``image``: ``mask`` itself, or in ``mask_dir`` the file of the same
-    name, else the first file of the same stem (``photo.png`` for ``photo.jpg``)."""
-    if mask is not None:
-        return Path(mask)
-    if mask_dir is None:
-        raise LRRError("give mask or mask_dir", mentions=("mask", "mask_dir"))
-    image, folder = Path(image), Path(mask_dir)
-    if (folder / image.name).exists():
-        return folder / image.name
-    candidates = sorted(folder.glob(image.stem + ".*"))
-    if not candidates:
-        raise LRRError(f"{folder}: no mask named {image.stem}.*")
-    return candidates[0]
-
-
-def _quantize(image: torch.Tensor) -> np.ndarray:
-    if image.ndim != 3 or image.shape[0] not in (1, 3):
-        raise LRRError(f"cannot write an image of shape {tuple(image.shape)}; expected (1 or 3, H, W)")
-    if image.dtype != torch.uint8:
-        image = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-    array = image.cpu().numpy()
-    array = array.transpose(1, 2, 0)
-    return array[:, :, 0] if array.shape[2] == 1 else array
-
-
-def same_file(a: str | Path, b: str | Path) -> bool:
-    """True when two paths name the same file (existing or not)."""
-    a, b = Path(a), Path(b)
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
-
-
-def _reason(error: OSError) -> str:
-    return error.strerror or error.__class__.__name__
-
-
-def _missing_folders(folder: Path) -> tuple[list[Path], Path]:
-    """The folders from ``folder`` up that do not exist yet (deepest first), and the
-    nearest one that does."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    return missing, folder
-
-
-def writable_folder(folder: str | Path) -> Path:
-    """Refuse, before any work, a folder that cannot be created or written: its nearest
-    existing ancestor must be a folder this process may write to."""
-    folder = Path(folder)
-    existing = _missing_folders(folder)[1]
-    if not existing.is_dir():
-        raise LRRError(f"{folder}: cannot create it, {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise LRRError(f"{folder}: cannot write there (permission denied on {existing})")
-    return folder
-
-
-def check_output(path: str | Path, protect: Iterable[str | Path] = (), *, image: bool = False) -> Path:
-    """Refuse, before any work, an output path that is one of the inputs, an existing
-    folder, in a folder that cannot be written, or (``image``) of an unknown image format."""
-    path = Path(path)
-    for other in protect:
-        if same_file(path, other):
-            raise LRRError(f"{path}: refusing to overwrite an input; choose another output path")
-    if path.is_dir():
-        raise LRRError(f"{path}: is a folder; give a file name for the output")
-    if image and Image.registered_extensions().get(path.suffix.lower()) is None:
-        raise LRRError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg, .bmp or .tif")
-    writable_folder(path.parent)
-    return path
-
-
-def make_folder(folder: str | Path) -> list[Path]:
-    """Create ``folder`` and its missing parents; returns the folders created (deepest
-    last), for :func:`remove_empty` after a failure. A folder that another process makes
-    meanwhile (a parallel task writing beside this one) is used, not counted as created."""
-    missing = _missing_folders(Path(folder))[0]
-    created: list[Path] = []
-    try:
-        for path in reversed(missing):
-            try:
-                path.mkdir()
-            except FileExistsError:
-                if not path.is_dir():
-                    raise
-                continue
-            created.append(path)
-    except OSError as error:
-        remove_empty(created)
-        raise LRRError(f"{missing[0]}: cannot create the folder ({_reason(error)})") from None
-    return created
-
-
-def remove_empty(folders: Iterable[Path]) -> None:
-    """Remove the given folders, deepest first, where they are empty."""
-    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
-        with suppress(OSError):
-            folder.rmdir()
-
-
-@contextmanager
-def atomic_path(path: str | Path, protect: Iterable[str | Path] = ()):
-    """Yield a temporary path in the target folder; on success it replaces ``path``.
-
-    Missing folders are created only now, when there is something to put in them, and
-    removed again if the write fails. OS errors become one-line ``LRRError``s."""
-    path = check_output(path, protect)
-    created = make_folder(path.parent)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=path.parent)
-        os.close(fd)
-    except OSError as error:
-        remove_empty(created)
-        raise LRRError(f"{path}: cannot write ({_reason(error)})") from None
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs follow the umask
-        os.replace(tmp, path)
-    except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
-        remove_empty(created)
-        raise LRRError(f"{path}: cannot write ({_reason(error)})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        remove_empty(created)
-        raise
-
-
-def remove_partial(path: str | Path) -> None:
-    """Remove the temporary files :func:`atomic_path` left for ``path`` when its writer was
-    killed (no ``finally`` ran there)."""
-    path = Path(path)
-    for leftover in path.parent.glob(f".{glob_escape(path.stem)}.*.tmp{glob_escape(path.suffix)}"):
-        leftover.unlink(missing_ok=True)
-
-
-def write_image(path: str | Path, image: torch.Tensor, *, protect: Iterable[str | Path] = ()) -> Path:
-    """Write ``(C, H, W)`` (float in ``[0, 1]``, or uint8) as 8-bit; the format follows the
-    suffix."""
-    path = check_output(path, protect, image=True)
-    fmt = Image.registered_extensions()[path.suffix.lower()]
-    array = _quantize(image)
-    with atomic_path(path, protect) as tmp:
-        try:
-            Image.fromarray(array).save(tmp, format=fmt)
-        except OSError as error:
-            raise LRRError(f"{path}: cannot write ({_summary(error)})") from None
-    return path
+from lrrtool.media.files import IMAGE_SUFFIXES, atomic_path, check_output, error_summary
+from lrrtool.media.images import SIXTEEN_BIT_MODES, open_image
 
 
 def _frame_uint8(frame: np.ndarray, size: tuple[int, int] | None, grey: bool) -> np.ndarray:
@@ -297,7 +35,7 @@ def _folder_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
     """One image of a frame folder as uint8 ``(H, W, 3)``. 16-bit grey is scaled to 8 bits
     (PIL's own conversion clips it at 255); a frame of another ``size`` than the first is
     an error, never resized silently."""
-    image = _open(path)
+    image = open_image(path)
     if image.size != size:
         raise LRRError(
             f"{path}: the frame is {image.size[0]}x{image.size[1]} but the first one is {size[0]}x{size[1]}; "
@@ -344,7 +82,7 @@ def read_video_chunks(
     path = Path(path)
     if _existing_is_folder(path):
         files = _frame_files(path)
-        first = _open(files[0])
+        first = open_image(files[0])
         target = _target_size(*first.size, scale, size)
         frames = (_folder_frame(f, first.size) for f in files)
         fps = 25.0
@@ -353,7 +91,7 @@ def read_video_chunks(
             reader = _video_reader(path)
             meta = reader.get_meta_data()
         except Exception as error:  # imageio raises many types for unreadable input
-            raise LRRError(f"{path}: not a readable video ({_summary(error)})") from None
+            raise LRRError(f"{path}: not a readable video ({error_summary(error)})") from None
         fps = float(meta.get("fps") or (meta.get("duration") and 1000 / meta["duration"]) or 25.0)
         width, height = meta.get("size") or meta.get("source_size") or (0, 0)
         target = _target_size(width, height, scale, size) if width else size
@@ -458,14 +196,14 @@ def video_probe(
     channels = 1 if grey else 3
     if _existing_is_folder(path):
         files = _frame_files(path)
-        width, height = _target_size(*_open(files[0]).size, scale, size)
+        width, height = _target_size(*open_image(files[0]).size, scale, size)
         return (channels, height, width), len(files)
     try:
         reader = _video_reader(path)
         meta = reader.get_meta_data()
         reader.close()
     except Exception as error:  # imageio raises many types for unreadable input
-        raise LRRError(f"{path}: not a readable video ({_summary(error)})") from None
+        raise LRRError(f"{path}: not a readable video ({error_summary(error)})") from None
     count = None
     frames = meta.get("nframes")
     if isinstance(frames, (int, float)) and 0 < frames < float("inf"):
@@ -488,7 +226,7 @@ def _safe_frames(reader, path: Path):
     try:
         yield from reader
     except (RuntimeError, OSError, ValueError) as error:
-        raise LRRError(f"{path}: cannot decode the video ({_summary(error)})") from None
+        raise LRRError(f"{path}: cannot decode the video ({error_summary(error)})") from None
     finally:
         reader.close()
 
@@ -528,7 +266,7 @@ class VideoWriter:
         self._frames, self._fps, self._preset, self._lossless = 0, fps, preset, lossless
         self._writer = None
 
-    def _open(self, channels: int) -> None:
+    def open_image(self, channels: int) -> None:
         import imageio.v2 as imageio
 
         if self._lossless:
@@ -558,7 +296,7 @@ class VideoWriter:
         if height % 2 or width % 2:
             frames = torch.nn.functional.pad(frames, (0, width % 2, 0, height % 2), mode="replicate")
         if self._writer is None:
-            self._open(frames.shape[1])
+            self.open_image(frames.shape[1])
         # Grey frames go to ffmpeg as one plane; colour as (H, W, 3).
         arrays = frames[:, 0].contiguous() if frames.shape[1] == 1 else frames.permute(0, 2, 3, 1).contiguous()
         for frame in arrays.numpy():

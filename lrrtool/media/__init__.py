@@ -1,0 +1,51 @@
+"""Reading and writing images, masks and videos: the only package that touches
+imageio, pillow and ffmpeg.
+
+Canonical layouts: an image is a float32 tensor ``(C, H, W)`` in ``[0, 1]`` with
+``C`` = 1 (grey) or 3 (RGB); a video frame batch is ``(T, C, H, W)``. Writes are atomic
+(temporary file in the target folder, then ``os.replace``) and refuse to overwrite any
+path passed as ``protect`` (the inputs).
+"""
+
+from lrrtool.media.files import (
+    IMAGE_SUFFIXES,
+    atomic_path,
+    check_output,
+    existing_file,
+    make_folder,
+    remove_empty,
+    remove_partial,
+    same_file,
+    writable_folder,
+)
+from lrrtool.media.images import find_mask, read_image, read_mask, write_image
+from lrrtool.media.videos import (
+    STAGED_FRAMES,
+    X264_PRESET,
+    VideoWriter,
+    join_videos,
+    read_video_chunks,
+    video_probe,
+)
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "STAGED_FRAMES",
+    "X264_PRESET",
+    "VideoWriter",
+    "atomic_path",
+    "check_output",
+    "existing_file",
+    "find_mask",
+    "join_videos",
+    "make_folder",
+    "read_image",
+    "read_mask",
+    "read_video_chunks",
+    "remove_empty",
+    "remove_partial",
+    "same_file",
+    "video_probe",
+    "writable_folder",
+    "write_image",
+]
