@@ -9,7 +9,8 @@ import torch
 
 from lrrtool.jobs.images import solve_entry
 from lrrtool.recsys import tables
-from lrrtool.recsys.completion import CompletionSettings, RatingMatrix, complete, rating_errors
+from lrrtool.recsys.completion import CompletionSettings, complete
+from lrrtool.recsys.entries import RatingMatrix, rating_errors
 from lrrtool.solvers import Callback
 
 

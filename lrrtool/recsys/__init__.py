@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lrrtool.recsys.completion import CompletionSettings, Entries, complete
+from lrrtool.recsys.completion import CompletionSettings, complete
+from lrrtool.recsys.entries import Entries
 from lrrtool.solvers import Callback, SolveResult
 
 
