@@ -224,30 +224,6 @@ def test_separate_streams_a_long_clip_in_bounded_chunks(tmp_path, monkeypatch):
     assert imageio.get_reader(tmp_path / "out" / "mask.mp4").count_frames() == 60
 
 
-@pytest.mark.parametrize(
-    ("count", "chunk", "max_frames", "expected"),
-    [
-        (23, 5, None, [(0, 7), (5, 12), (10, 17), (15, 22), (20, 23)]),
-        (22, 5, None, [(0, 7), (5, 12), (10, 17), (15, 22), (20, 22)]),  # the file ends on a look-ahead
-        (22, 5, 20, [(0, 7), (5, 12), (10, 17), (15, 22)]),  # the look-ahead runs past max_frames
-        (22, 5, 12, [(0, 7), (5, 12), (10, 14)]),
-        (4, 5, None, [(0, 4)]),
-        (30, 9, None, [(0, 11), (9, 20), (18, 29), (27, 30)]),  # staged batches across the carried frames
-        (21, 5, None, [(0, 7), (5, 12), (10, 17), (15, 21), (20, 21)]),  # the rest holds over a chunk
-        (30, 5, 19, [(0, 7), (5, 12), (10, 17), (15, 21)]),
-    ],
-)
-def test_chunks_with_a_look_ahead_hold_the_next_chunks_first_frames(tmp_path, count, chunk, max_frames, expected):
-    """``lookahead=2``: chunk ``k`` holds frames ``k * chunk`` to ``(k + 1) * chunk + 2``."""
-    from lrrtool.media import read_video_chunks
-
-    for t in range(count):
-        Image.new("L", (6, 4), 5 * t).save(tmp_path / f"{t:03d}.png")
-    chunks = read_video_chunks(tmp_path, chunk_frames=chunk, max_frames=max_frames, lookahead=2, raw=True)
-    values = [c[:, 0, 0, 0].tolist() for c, _ in chunks]
-    assert values == [[5 * t for t in range(a, b)] for a, b in expected]
-
-
 def test_separate_writes_every_frame_when_the_last_chunk_is_its_look_ahead(tmp_path):
     """21 frames in chunks of 5 with a look-ahead of 2: the frames left after the fourth
     chunk's start (15-20) hold more than a chunk, so frame 20 is a fifth chunk of its own;

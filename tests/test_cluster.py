@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from lrrtool import cluster
 from lrrtool.cli import app
-from lrrtool.errors import LRRError
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 
@@ -70,28 +69,6 @@ def test_ray_batch_gives_the_sequential_report_outputs_and_exit_code(local_ray, 
     # a second --ray run skips every existing output, as the sequential run does
     result = invoke(command, batch / "crop[012].png", "--output-dir", runs["ray"], *extra, "--ray")
     assert result.exit_code == 0 and result.output.count("skip ") == 3, result.output
-
-
-def test_an_output_folder_made_meanwhile_by_a_parallel_task_is_used(tmp_path, monkeypatch):
-    """Two tasks writing into one new folder: the one whose mkdir comes second finds the
-    folder there (the race that failed a --ray batch one run in a few), uses it and does
-    not count it as its own to remove; a file in the way is still an error."""
-    from lrrtool import media
-
-    target = tmp_path / "out" / "deeper"
-    real_missing = media.files._missing_folders
-
-    def raced(folder):  # both folders missing when looked at, one made before the mkdir
-        missing = real_missing(folder)
-        (tmp_path / "out").mkdir()
-        return missing
-
-    monkeypatch.setattr(media.files, "_missing_folders", raced)
-    assert media.make_folder(target) == [target] and target.is_dir()
-    monkeypatch.setattr(media.files, "_missing_folders", lambda folder: ([folder], None))
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(LRRError, match="cannot create the folder"):
-        media.make_folder(tmp_path / "file")
 
 
 def test_a_task_whose_worker_dies_is_run_again(local_ray, tmp_path):
@@ -244,38 +221,6 @@ def test_default_segments_give_every_task_about_as_many_frames_to_solve(tmp_path
     assert [(s["start"], s["frames"], s["warmup"]) for s in report["segments"]] == [(0, 90, 0), (90, 60, 30)]
     assert solved == [90, 60] and report["frames"] == 150 and len(report["chunks"]) == 10
     assert read_video(tmp_path / "out" / "background.mp4").shape[0] == 150
-
-
-def test_lossless_parts_joined_are_one_encode_of_the_whole(tmp_path):
-    """Lossless parts (colour and grey) hold their frames exactly; joined with a preset they
-    decode to exactly what one encode of the whole clip gives (no key frame at a border);
-    without one they are copied; a join that misses frames leaves no file."""
-    from test_separate import planted_clip
-
-    from lrrtool import media
-
-    video, _, _ = planted_clip(frames=30, height=48, width=63)  # an odd width is padded alike
-    for channels in (3, 1):
-        clip = video[:, :channels]
-        whole = media.VideoWriter(tmp_path / f"whole{channels}.mp4", 25.0)
-        whole.append(clip)
-        whole.close()
-        parts, lossy = [], []
-        for k, piece in enumerate(clip.split(12)):
-            for lossless, kept in ((True, parts), (False, lossy)):
-                writer = media.VideoWriter(tmp_path / f"part{channels}{k}{lossless}.mp4", 25.0, lossless=lossless)
-                writer.append(piece)
-                writer.close()
-                kept.append(writer.path)
-            decoded = read_video(parts[-1])[:, :, :63].permute(0, 3, 1, 2)[:, :channels]
-            assert torch.equal(decoded.to(torch.uint8), piece)
-        joined = media.join_videos(parts, tmp_path / f"joined{channels}.mp4", frames=30, fps=25.0, preset="veryfast")
-        assert torch.equal(read_video(joined), read_video(whole.path))
-        copied = media.join_videos(lossy, tmp_path / f"copied{channels}.mp4", frames=30, fps=25.0)
-        assert read_video(copied).shape == read_video(whole.path).shape
-    with pytest.raises(LRRError, match="cannot join the segments"):
-        media.join_videos(parts, tmp_path / "short.mp4", frames=40, fps=25.0, preset="veryfast")
-    assert not (tmp_path / "short.mp4").exists() and not list(tmp_path.glob(".short*"))
 
 
 def test_a_failed_segment_fails_the_run_and_leaves_no_output(local_ray, tmp_path):

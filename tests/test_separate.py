@@ -10,7 +10,7 @@ from lrrtool.errors import LRRError
 from lrrtool.media import read_image
 from lrrtool.video import SeparateSettings, separate_chunks
 from lrrtool.video.lift import LiftedSolve, block_mean, combine, robust_fit, temporal_components, working_size
-from lrrtool.video.mask import _dilate, noise_levels, noise_map, residual_mask
+from lrrtool.video.mask import _dilate, noise_levels, residual_mask
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -135,6 +135,12 @@ def test_dilate_equals_max_pooling():
     mask = torch.rand(3, 17, 23, generator=g) > 0.9
     expected = F.max_pool2d(mask[:, None].float(), 3, 1, 1)[:, 0] > 0
     assert torch.equal(_dilate(mask), expected)
+
+
+def noise_map(residual: torch.Tensor) -> torch.Tensor:
+    """The noise levels of ``residual`` ``(T, H, W)`` spread over its frames, as the mask rule spreads them."""
+    levels = noise_levels(residual)[:, None]
+    return F.interpolate(levels, size=tuple(residual.shape[1:]), mode="bilinear", align_corners=False)[:, 0]
 
 
 def test_noise_map_is_per_frame_and_per_region():

@@ -86,12 +86,6 @@ NOISE_CELL_SAMPLE = 32
 NOISE_CELL_CAP = 2.0
 
 
-def noise_map(residual: Tensor) -> Tensor:
-    """Robust noise level ``(T, H, W)`` of a residual magnitude ``(T, H, W)``:
-    :func:`noise_levels` spread over the frame."""
-    return _spread(noise_levels(residual), residual.shape)
-
-
 def noise_stride(height: int, width: int) -> int:
     """The subsampling step of the noise estimate for ``height x width`` frames: a
     region's level is taken from about ``NOISE_CELL_SAMPLE`` squared of its pixels."""

@@ -40,10 +40,6 @@ class SeparatedChunk:
         """Temporal components of a lifted background (None for plain robust PCA)."""
         return None if self.lifted is None else self.lifted.components
 
-    @property
-    def poor_fit(self) -> bool:
-        return self.spread > POOR_FIT_SPREAD
-
     def background_frames(self, start: int = 0, stop: int | None = None) -> Tensor:
         """The background of frames ``start:stop``: float in ``[0, 1]`` (plain robust
         PCA) or uint8 (lifted)."""

@@ -1,0 +1,132 @@
+"""The application layer: one call per command gives what the command line gives; one
+progress shape; Ray ships library functions; errors name parameters, the CLI flags."""
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lrrtool import jobs
+from lrrtool.cli import app
+from lrrtool.cli.display import flag_message
+from lrrtool.errors import LRRError
+from lrrtool.tasks.denoise import DenoiseSettings
+from lrrtool.tasks.inpaint import InpaintSettings
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+#: Report fields that differ between two runs of the same work (or name its outputs).
+VOLATILE = {"seconds", "phase_seconds", "output", "peak_memory_gib", "final"}
+
+
+@pytest.fixture
+def small(tmp_path):
+    """A 48x48 crop of the bundled photo and a block mask (white = fill)."""
+    Image.open(SAMPLES / "photo.jpg").crop((100, 100, 148, 148)).save(tmp_path / "photo.png")
+    mask = Image.new("L", (48, 48), 0)
+    mask.paste(255, (16, 16, 28, 28))
+    mask.save(tmp_path / "mask.png")
+    return tmp_path
+
+
+def entries(report: dict) -> list[dict]:
+    return [{k: v for k, v in e.items() if k not in VOLATILE} for e in report["results"]]
+
+
+def test_one_library_call_gives_the_command_lines_outputs_and_report(small):
+    """``jobs.inpaint`` with a request writes the same image and the same report as
+    ``lrrtool inpaint`` with the same options."""
+    cli = small / "cli"
+    result = CliRunner().invoke(app, [
+        "inpaint", str(small / "photo.png"), "--mask", str(small / "mask.png"), "--iters", "2", "--output-dir",
+        str(cli), "--report", str(small / "cli.json"), "-q", "--threads", "1",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    request = jobs.InpaintRequest(
+        (small / "photo.png",), mask=small / "mask.png", settings=InpaintSettings(iters=2),
+        outputs=jobs.Outputs(output_dir=small / "api", report=small / "api.json"), runtime=jobs.Runtime(threads=1),
+    )  # fmt: skip
+    report = json.loads(json.dumps(jobs.inpaint(request), default=str))  # as the report file holds it
+    written = [Image.open(folder / "photo.inpainted.png").tobytes() for folder in (cli, small / "api")]
+    assert written[0] == written[1]
+    from_cli = json.loads((small / "cli.json").read_text())
+    assert entries(report) == entries(from_cli) == entries(json.loads((small / "api.json").read_text()))
+    same = ("command", "version", "device", "threads", "dtype", "settings")
+    assert {k: report[k] for k in same} == {k: from_cli[k] for k in same}
+
+
+def test_progress_is_one_shape_with_a_total_and_each_input_ends_once(small):
+    """Every update is an ``Update``; the solve's updates carry a total from the first; the
+    input ends with ``done`` and its entry; a second run skips it (and says so)."""
+    updates = []
+    request = jobs.InpaintRequest((small / "photo.png",), mask=small / "mask.png", settings=InpaintSettings(iters=3))
+    jobs.inpaint(request, updates.append)
+    assert all(isinstance(u, jobs.Update) for u in updates)
+    steps = [u for u in updates if not u.ended]
+    assert steps and all(u.total is not None and 0 <= u.done <= u.total for u in steps)
+    ends = [u for u in updates if u.ended]
+    assert [u.phase for u in ends] == ["done"] and ends[0].entry["output"].endswith("photo.inpainted.png")
+    again = []
+    jobs.inpaint(request, again.append)
+    assert [u.phase for u in again] == ["skipped"] and again[0].entry["skipped"]
+
+
+def test_a_failed_input_is_reported_and_worded_by_the_caller(small):
+    """An input that fails is an entry with the error, worded by ``describe`` (the CLI's
+    flags); the others go on."""
+    (small / "broken.png").write_text("not an image")
+    request = jobs.DenoiseRequest((small / "broken.png", small / "photo.png"), sigma=20.0,
+                                  settings=DenoiseSettings(iters=1))  # fmt: skip
+    report = jobs.denoise(request, describe=lambda error: "worded: " + str(error))
+    failed, done = report["results"]
+    assert failed["error"].startswith("worded: ") and "output" in done
+
+
+def test_ray_gets_a_picklable_library_function_not_a_closure(small, monkeypatch):
+    """What a batch hands to Ray pickles with the standard pickle (no closure)."""
+    from lrrtool import cluster
+
+    shipped = []
+
+    def fake_run_tasks(engine, jobs_, work, *, threads, gpus, finished):
+        shipped.append(pickle.dumps(work))
+        for k, (path, target) in enumerate(jobs_):
+            finished(k, (pickle.loads(shipped[-1])(path, target), None))
+
+    class FakeSession:
+        def __enter__(self):
+            return None
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(cluster, "run_tasks", fake_run_tasks)
+    monkeypatch.setattr(cluster, "session", lambda address: FakeSession())
+    request = jobs.InpaintRequest((small / "photo.png",), mask=small / "mask.png", settings=InpaintSettings(iters=1),
+                                  runtime=jobs.Runtime(ray=True))  # fmt: skip
+    report = jobs.inpaint(request)
+    assert shipped and "error" not in report["results"][0]
+
+
+def test_library_errors_name_parameters_and_the_cli_words_them_as_flags():
+    """A message names parameters; ``flag_message`` rewords the leading one and the ones it
+    mentions, nothing else; the error pickles whole (a Ray task's error)."""
+    error = LRRError("memory_gib 0.3 does not hold frames of 8x8: use scale/size, grey or a larger budget",
+                     parameter="memory_gib", mentions=("scale", "size", "grey"))  # fmt: skip
+    assert flag_message(error) == (
+        "--memory-gib 0.3 does not hold frames of 8x8: use --scale/--size, --grey or a larger budget"
+    )
+    device = LRRError("device cuda: no CUDA device is available", parameter="device")
+    assert flag_message(device) == "--device cuda: no CUDA device is available"
+    back = pickle.loads(pickle.dumps(error))
+    assert (str(back), back.parameter, back.mentions) == (str(error), error.parameter, error.mentions)
+
+
+def test_requests_refuse_what_cannot_run_before_any_work(small):
+    with pytest.raises(LRRError, match="exactly one of mask, mask_dir or drop") as caught:
+        jobs.inpaint(jobs.InpaintRequest((small / "photo.png",)))
+    assert flag_message(caught.value) == "give exactly one of --mask, --mask-dir or --drop"
+    with pytest.raises(LRRError, match="sigma must be in"):
+        jobs.denoise(jobs.DenoiseRequest((small / "photo.png",), sigma=300.0))
