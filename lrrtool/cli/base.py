@@ -84,13 +84,13 @@ SolverOpt = Annotated[
 ]
 PresetOpt = Annotated[
     PresetName,
-    typer.Option("--preset", help="Speed/quality trade-off of the threshold solver (README: presets)."),
+    typer.Option("--preset", help="Speed/quality trade-off of the threshold solver (docs/commands.md: presets)."),
 ]
 DeviceOpt = Annotated[DeviceName, typer.Option("--device", help="auto: cuda when available.")]
 DTypeOpt = Annotated[DTypeName, typer.Option("--dtype", help="Precision of the solve.")]
 SeedOpt = Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the random choices (drops, probes).")]
 ThreadsOpt = Annotated[
-    int, typer.Option("--threads", metavar="N", min=0, help="CPU threads; 0 = all cores (default 1, see README).")
+    int, typer.Option("--threads", metavar="N", min=0, help="CPU threads; 0 = all cores (default 1; docs/commands.md: threads).")
 ]
 WorkersOpt = Annotated[
     int,

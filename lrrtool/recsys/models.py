@@ -122,7 +122,7 @@ class DLRL:
     the paper's code). The model predicts :math:`\hat X_{ui}` (ratings are non-negative).
 
     Two changes make the iteration stable; as written in the paper it diverges within ten
-    epochs (measured; see the README). First, :math:`W_i` enters through its polar factor
+    epochs (measured; see docs/completion.md). First, :math:`W_i` enters through its polar factor
     :math:`W_i(W_i^\top W_i)^{-1/2}`, so a learned :math:`\|W_i\|_2 > 1` cannot make the
     block map expansive. Second, after every epoch the factors are rescaled to equal norms
     (the product is unchanged), which stops the scale drift between blocks. :math:`\eta`
