@@ -90,7 +90,8 @@ DeviceOpt = Annotated[DeviceName, typer.Option("--device", help="auto: cuda when
 DTypeOpt = Annotated[DTypeName, typer.Option("--dtype", help="Precision of the solve.")]
 SeedOpt = Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the random choices (drops, probes).")]
 ThreadsOpt = Annotated[
-    int, typer.Option("--threads", metavar="N", min=0, help="CPU threads; 0 = all cores (default 1; docs/commands.md: threads).")
+    int,
+    typer.Option("--threads", metavar="N", min=0, help="CPU threads; 0 = all cores (default 1; docs/commands.md)."),
 ]
 WorkersOpt = Annotated[
     int,
