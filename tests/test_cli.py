@@ -267,7 +267,7 @@ def test_separate_bad_input(tmp_path, make, message):
         args += ["--output-dir", str(tmp_path / "out")]
     elif make == "noframes":
         shutil.copy(SAMPLES / "pedestrians.mp4", video)
-        args += ["--start", "1000"]
+        args += ["--first-frame", "1000"]
     elif make == "truncated":  # a real header, the stream cut off: the codec cannot decode it
         video.write_bytes((SAMPLES / "pedestrians.mp4").read_bytes()[:3000])
     elif make == "toolarge":

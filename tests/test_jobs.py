@@ -130,3 +130,62 @@ def test_requests_refuse_what_cannot_run_before_any_work(small):
     assert flag_message(caught.value) == "give exactly one of --mask, --mask-dir or --drop"
     with pytest.raises(LRRError, match="sigma must be in"):
         jobs.denoise(jobs.DenoiseRequest((small / "photo.png",), sigma=300.0))
+
+
+def test_a_sixteen_bit_image_keeps_its_observed_pixels_bit_for_bit(tmp_path):
+    import cv2
+    import numpy as np
+
+    array = (np.random.default_rng(3).random((40, 40, 3)) * 20000 + 20000).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "scan.png"), array[:, :, ::-1])
+    mask = np.zeros((40, 40), np.uint8)
+    mask[15:25, 15:25] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    request = jobs.InpaintRequest(
+        (tmp_path / "scan.png",), mask=tmp_path / "mask.png", settings=InpaintSettings(iters=2)
+    )
+    report = jobs.inpaint(request)
+    assert "warnings" not in report["results"][0]
+    out = cv2.imread(str(tmp_path / "scan.inpainted.png"), cv2.IMREAD_UNCHANGED)[:, :, ::-1]
+    assert out.dtype == np.uint16 and np.array_equal(out[mask == 0], array[mask == 0])
+    assert not np.array_equal(out[mask > 0], array[mask > 0])
+
+
+def test_the_alpha_channel_as_the_mask_and_a_format_that_cannot_hold_alpha(tmp_path):
+    """``mask="alpha"`` fills the transparent pixels and makes them opaque; the rest of
+    the alpha is kept; written as JPEG, the loss of alpha is said in the report."""
+    import numpy as np
+
+    rgba = np.asarray(Image.open(SAMPLES / "photo.jpg").convert("RGBA").crop((0, 0, 48, 48))).copy()
+    rgba[10:20, 10:20, 3] = 0
+    rgba[30:, :, 3] = 128
+    Image.fromarray(rgba).save(tmp_path / "cut.png")
+    jobs.inpaint(jobs.InpaintRequest((tmp_path / "cut.png",), mask="alpha", settings=InpaintSettings(iters=1)))
+    out = np.asarray(Image.open(tmp_path / "cut.inpainted.png"))
+    assert out.shape == (48, 48, 4) and (out[10:20, 10:20, 3] == 255).all() and (out[30:, :, 3] == 128).all()
+    assert np.array_equal(out[:10, :, :3], rgba[:10, :, :3])
+    outputs = jobs.Outputs(output=tmp_path / "cut.jpg")
+    report = jobs.denoise(jobs.DenoiseRequest((tmp_path / "cut.png",), sigma=10.0, outputs=outputs,
+                                              settings=DenoiseSettings(iters=1)))  # fmt: skip
+    assert report["results"][0]["warnings"] == ["alpha not kept: JPEG cannot hold it"]
+
+
+def test_inputs_whose_outputs_would_share_a_name_get_distinct_names_or_are_refused(tmp_path):
+    """``pic.jpg`` and ``pic.png`` -> ``pic.jpg.denoised.png`` and ``pic.png.denoised.png``
+    (both written); ``a/pic.png`` and ``b/pic.png`` into one folder: refused before any work."""
+    photo = Image.open(SAMPLES / "photo.jpg").crop((0, 0, 32, 32))
+    photo.save(tmp_path / "pic.jpg")
+    photo.save(tmp_path / "pic.png")
+    settings = DenoiseSettings(iters=1)
+    report = jobs.denoise(
+        jobs.DenoiseRequest((tmp_path / "pic.jpg", tmp_path / "pic.png"), sigma=10.0, settings=settings)
+    )
+    assert [Path(e["output"]).name for e in report["results"]] == ["pic.jpg.denoised.png", "pic.png.denoised.png"]
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        photo.save(tmp_path / folder / "pic.png")
+    request = jobs.DenoiseRequest((tmp_path / "a" / "pic.png", tmp_path / "b" / "pic.png"), sigma=10.0,
+                                  settings=settings, outputs=jobs.Outputs(output_dir=tmp_path / "out"))  # fmt: skip
+    with pytest.raises(LRRError, match="would both be written to"):
+        jobs.denoise(request)
+    assert not (tmp_path / "out").exists()

@@ -1,6 +1,7 @@
 """The media package: files and folders (atomic, race-safe), images, videos in chunks,
 lossless parts joined."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -87,3 +88,83 @@ def test_lossless_parts_joined_are_one_encode_of_the_whole(tmp_path):
     with pytest.raises(LRRError, match="cannot join the segments"):
         media.join_videos(parts, tmp_path / "short.mp4", frames=40, fps=25.0, preset="veryfast")
     assert not (tmp_path / "short.mp4").exists() and not list(tmp_path.glob(".short*"))
+
+
+# ------------------------------------------------------------------ what an image file carries
+def sRGB_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_on_read_as_pillow_displays_it(tmp_path, orientation):
+    from PIL import ImageOps
+
+    stored = Image.fromarray((np.arange(5 * 7 * 3).reshape(5, 7, 3) * 3).astype(np.uint8))
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    stored.save(tmp_path / "o.png", exif=exif.tobytes())
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o.png")))
+    image, info = media.read_image_info(tmp_path / "o.png")
+    assert np.array_equal((image * 255).round().byte().permute(1, 2, 0).numpy(), shown)
+    assert info.orientation == orientation
+
+
+def test_a_phone_jpeg_comes_out_upright_with_its_icc_profile_and_exif(tmp_path):
+    """A portrait JPEG stored landscape (Orientation 6) with an ICC profile: read upright;
+    written as PNG upright, orientation 1, the profile and the other EXIF tags kept."""
+    stored = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3)).astype(np.uint8))
+    exif = stored.getexif()
+    exif[0x0112], exif[0x010F] = 6, "PhoneMaker"
+    stored.save(tmp_path / "phone.jpg", exif=exif.tobytes(), icc_profile=sRGB_profile())
+    image, info = media.read_image_info(tmp_path / "phone.jpg")
+    assert image.shape[-2:] == (32, 24)  # displayed portrait
+    media.write_image(tmp_path / "out.png", image, info=info)
+    out = Image.open(tmp_path / "out.png")
+    assert out.size == (24, 32) and out.info["icc_profile"] == sRGB_profile()
+    assert out.getexif()[0x0112] == 1 and out.getexif()[0x010F] == "PhoneMaker"
+    assert media.image_losses(tmp_path / "out.png", info) == []
+    assert media.image_losses(tmp_path / "out.bmp", info) == [
+        "EXIF not kept: BMP cannot hold it", "ICC profile not kept: BMP cannot hold it"
+    ]  # fmt: skip
+
+
+def test_a_mask_drawn_at_the_displayed_size_matches_the_upright_image(tmp_path):
+    stored = Image.new("RGB", (32, 24), "grey")
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    Image.new("L", (24, 32), 0).save(tmp_path / "mask.png")  # portrait, as shown
+    image = media.read_image(tmp_path / "phone.jpg")
+    assert media.read_mask(tmp_path / "mask.png", tuple(image.shape[-2:])).shape == (32, 24)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_passes_through_unchanged(tmp_path, mode):
+    channels = 4 if mode == "RGBA" else 2
+    array = np.random.default_rng(1).integers(0, 256, (6, 9, channels)).astype(np.uint8)
+    Image.fromarray(array, mode).save(tmp_path / "in.png")
+    image, info = media.read_image_info(tmp_path / "in.png")
+    assert image.shape[0] == channels - 1 and info.alpha.shape == (1, 6, 9)
+    media.write_image(tmp_path / "out.png", image, info=info)
+    assert Image.open(tmp_path / "out.png").mode == mode
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), array)
+    assert media.image_losses(tmp_path / "out.jpg", info) == ["alpha not kept: JPEG cannot hold it"]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("colour", [True, False])
+def test_sixteen_bits_in_sixteen_bits_out(tmp_path, suffix, colour):
+    import cv2
+
+    shape = (6, 9, 3) if colour else (6, 9)
+    array = np.random.default_rng(2).integers(0, 65536, shape).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / f"in{suffix}"), array[:, :, ::-1] if colour else array)
+    image, info = media.read_image_info(tmp_path / f"in{suffix}")
+    assert info.bits == 16
+    assert np.array_equal((image * 65535).round().numpy().astype(np.uint16).transpose(1, 2, 0).squeeze(), array)
+    media.write_image(tmp_path / f"out{suffix}", image, info=info)
+    back = cv2.imread(str(tmp_path / f"out{suffix}"), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint16 and np.array_equal(back[:, :, ::-1] if colour else back, array)
+    assert media.image_losses(tmp_path / "out.jpg", info) == ["16 bits not kept: JPEG cannot hold it"]

@@ -96,7 +96,12 @@ PBlockOpt = Annotated[
 def inpaint(
     images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="Image files or glob patterns.")],
     mask: Annotated[
-        Path | None, typer.Option("--mask", metavar="FILE", help="Mask image: white (or transparent) = fill.")
+        Path | None,
+        typer.Option(
+            "--mask",
+            metavar="FILE",
+            help="Mask image: white (or transparent) = fill; alpha: the image's transparent pixels.",
+        ),
     ] = None,
     mask_dir: Annotated[
         Path | None, typer.Option("--mask-dir", metavar="DIR", help="Folder with a mask of the same name per image.")
@@ -173,9 +178,9 @@ def separate(
         Path | None, typer.Option("--output-dir", metavar="DIR", help="Default: NAME.separated/ beside the input.")
     ] = None,
     max_frames: Annotated[
-        int | None, typer.Option("--max-frames", metavar="N", min=1, help="Use at most N frames (2 or more).")
+        int | None, typer.Option("--max-frames", metavar="N", min=2, help="Use at most N frames.")
     ] = None,
-    start: Annotated[int, typer.Option("--start", metavar="N", min=0, help="First frame to use.")] = 0,
+    first_frame: Annotated[int, typer.Option("--first-frame", metavar="N", min=0, help="First frame to use.")] = 0,
     scale: Annotated[float | None, typer.Option("--scale", metavar="X", help="Downscale factor in (0, 1].")] = None,
     size: Annotated[str | None, typer.Option("--size", metavar="WxH", help="Frame size, e.g. 320x240.")] = None,
     grey: Annotated[bool, typer.Option("--grey", help="Process luminance only.")] = False,
@@ -262,8 +267,8 @@ def separate(
             except ValueError:
                 raise LRRError(f"--size must look like 320x240, got {size!r}") from None
         request = jobs.SeparateRequest(
-            video, start=start, max_frames=max_frames, scale=scale, size=wh, grey=grey, chunk_frames=chunk_frames,
-            videos=tuple(name.strip() for name in outputs_.split(",") if name.strip()), frames=frames,
+            video, first_frame=first_frame, max_frames=max_frames, scale=scale, size=wh, grey=grey,
+            chunk_frames=chunk_frames, videos=tuple(name.strip() for name in outputs_.split(",") if name.strip()), frames=frames,
             segment_frames=segment_frames, settings=settings,
             outputs=jobs.Outputs(output_dir=output_dir, overwrite=overwrite, report=shared["report"]),
             runtime=runtime({**shared, "threads": threads, "memory_gib": memory_gib}),
@@ -352,7 +357,10 @@ def complete(
         float | None,
         typer.Option("--test-fraction", metavar="F", help="Hold out a seeded fraction F; report test RMSE/MAE."),
     ] = None,
-    width: WidthOpt = None,
+    width: Annotated[
+        int | None,
+        typer.Option("--width", metavar="N", help="Factor width (lrr, mf, dlrl) or hidden units (autorec)."),
+    ] = None,
     factors: FactorsOpt = None,
     p_block: PBlockOpt = None,
     lr: Annotated[float | None, typer.Option("--lr", metavar="X", help="Adam step size in (0, 1].")] = None,

@@ -40,6 +40,16 @@ _argument_type = typer.core.TyperArgument.display_type_rich
 typer.core.TyperArgument.display_type_rich = lambda self, ctx: None if self.metavar else _argument_type(self, ctx)
 
 
+def _usage_name(argument: typer.core.TyperArgument) -> str:
+    """An argument in the usage line as its metavar says it (``IMAGE...``), optional in
+    brackets: Typer wraps a required one in braces and adds a second ``...``."""
+    name = argument.display_name_raw if argument.required else f"[{argument.display_name_raw}]"
+    return name if argument.nargs == 1 or name.rstrip("]").endswith("...") else name + "..."
+
+
+typer.core.TyperArgument._usage_display_name = _usage_name
+
+
 def choices(name: str, values) -> type[Enum]:
     """A str Enum of registry names: typer shows them and refuses others (exit 2)."""
     return Enum(name, {v: v for v in values}, type=str)
@@ -88,7 +98,7 @@ PresetOpt = Annotated[
 ]
 DeviceOpt = Annotated[DeviceName, typer.Option("--device", help="auto: cuda when available.")]
 DTypeOpt = Annotated[DTypeName, typer.Option("--dtype", help="Precision of the solve.")]
-SeedOpt = Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the random choices (drops, probes).")]
+SeedOpt = Annotated[int, typer.Option("--seed", metavar="N", help="Seed of every random choice.")]
 ThreadsOpt = Annotated[
     int,
     typer.Option("--threads", metavar="N", min=0, help="CPU threads; 0 = all cores (default 1; docs/commands.md)."),

@@ -86,6 +86,9 @@ class Display:
             console.print(f"{u.task}: {u.note}")
         elif not self.quiet and (line := self.announce(entry)):
             console.print(line)
+        if u.phase == "done":
+            for warning in entry.get("warnings", []):
+                console.print(f"[yellow]warning:[/] {escape(entry['output'])}: {escape(warning)}")
 
 
 @contextmanager

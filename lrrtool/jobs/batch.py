@@ -32,7 +32,7 @@ def expand_inputs(patterns: list[str] | tuple[str, ...]) -> list[Path]:
         paths += [Path(m) for m in matches]
     if not paths:
         raise LRRError("no input given")
-    return paths
+    return list(dict.fromkeys(paths))  # an input named twice (overlapping patterns) runs once
 
 
 def output_path(source: Path, output: Path | None, output_dir: Path | None, suffix: str, many: bool) -> Path:
@@ -49,13 +49,30 @@ def output_path(source: Path, output: Path | None, output_dir: Path | None, suff
 
 
 def image_targets(
-    output: Path | None, output_dir: Path | None, suffix: str, many: bool, protect: list[Path]
+    output: Path | None, output_dir: Path | None, suffix: str, inputs: list[Path], protect: list[Path]
 ) -> Callable[[Path], Path]:
     """``target(path)``: an input's output image path (:func:`output_path`), checked before
-    any work (:func:`lrrtool.media.check_output`)."""
+    any work (:func:`lrrtool.media.check_output`). Inputs whose outputs would share a name
+    (``pic.jpg`` and ``pic.png``) get their whole name in it (``pic.jpg.inpainted.png``);
+    if two still share one (``a/pic.png`` and ``b/pic.png`` into one folder), the batch is
+    refused before any work, naming both."""
+    many = len(inputs) > 1
+    names = {path: output_path(path, output, output_dir, suffix, many) for path in inputs}
+    seen: dict[Path, list[Path]] = {}
+    for path, name in names.items():
+        seen.setdefault(name.resolve(), []).append(path)
+    for shared in (paths for paths in seen.values() if len(paths) > 1):
+        for path in shared:
+            names[path] = names[path].with_name(f"{path.name}.{suffix}.png")
+    final: dict[Path, Path] = {}
+    for path, name in names.items():
+        if (other := final.setdefault(name.resolve(), path)) != path:
+            raise LRRError(
+                f"{other} and {path} would both be written to {name}: give them different names or output folders"
+            )
 
     def target(path: Path) -> Path:
-        return media.check_output(output_path(path, output, output_dir, suffix, many), protect, image=True)
+        return media.check_output(names[path], protect, image=True)
 
     return target
 

@@ -52,7 +52,8 @@ def inpaint(request: InpaintRequest, listener: Listener = ignore, describe: Desc
         _inpaint_one, mask=r.mask, mask_dir=r.mask_dir, settings=r.settings, drop=r.drop, invert_mask=r.invert_mask,
         resize_mask=r.resize_mask, reference=r.reference,
     )  # fmt: skip
-    return _image_batch("inpaint", r, work, (r.mask, r.reference), listener, describe)
+    mask_file = None if str(r.mask) == images.ALPHA_MASK else r.mask
+    return _image_batch("inpaint", r, work, (mask_file, r.reference), listener, describe)
 
 
 def _inpaint_one(path: Path, target: Path, *, mask: Path | None, mask_dir: Path | None, drop, **options) -> dict:
@@ -86,7 +87,7 @@ def _image_batch(command: str, request, work: functools.partial, files: tuple, l
             media.existing_file(given, "an image file")
     check_report(out.report, protect)
     ray = ray_run(r.runtime.ray, r.runtime.ray_address, device)
-    target = image_targets(out.output, out.output_dir, OUTPUT_SUFFIXES[command], len(inputs) > 1, protect)
+    target = image_targets(out.output, out.output_dir, OUTPUT_SUFFIXES[command], inputs, protect)
     work = functools.partial(work, place=images.Placement(device, dtype, r.runtime.memory_gib, tuple(protect)))
     results = run_batch(
         inputs, target, work, label=command, listener=listener, overwrite=out.overwrite, ray=ray, describe=describe
@@ -120,7 +121,7 @@ def separate(request: SeparateRequest, listener: Listener = ignore, describe: De
     if ray is not None and r.frames:
         raise LRRError("frames is not available with ray: the segments write videos only", parameter="frames",
                        mentions=("ray",))  # fmt: skip
-    clip = videos.Clip(r.start, r.max_frames, r.scale, r.size, r.grey)
+    clip = videos.Clip(r.first_frame, r.max_frames, r.scale, r.size, r.grey)
     common = dict(clip=clip, chunk_frames=r.chunk_frames, memory_gib=r.runtime.memory_gib, outputs=r.videos)
     common |= dict(device=device, dtype=dtype, listener=listener)
     if ray is None:

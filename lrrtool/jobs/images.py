@@ -5,7 +5,7 @@ computes through :mod:`lrrtool.tasks`, returns the report's entry."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -59,6 +59,10 @@ def reference_metrics(
     return {"metrics": metrics}
 
 
+#: The ``mask`` that names the image's own transparent pixels.
+ALPHA_MASK = "alpha"
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where one image's work runs: ``device``, ``dtype``, the memory budget ``memory_gib``
@@ -83,13 +87,21 @@ def inpaint_file(
     place: Placement = Placement(),
     callback: Callback | None = None,
 ) -> dict[str, object]:
-    """Inpaint the image at ``path`` into ``target``: the pixels of ``mask`` (white = fill),
-    or a random ``drop`` fraction seeded by ``settings.seed``. ``callback``: the solver's
-    progress. Returns the report entry."""
-    image = media.read_image(path)
+    """Inpaint the image at ``path`` into ``target``: the pixels of ``mask`` (white = fill;
+    ``ALPHA_MASK``: the image's transparent pixels, made opaque in the output), or a
+    random ``drop`` fraction seeded by ``settings.seed``. What the file carries (alpha,
+    16 bits, ICC, EXIF) is kept where the output's format holds it. ``callback``: the
+    solver's progress. Returns the report entry."""
+    image, info = media.read_image_info(path)
     size = tuple(image.shape[-2:])
     if drop is not None:
         fill = torch.rand(size, generator=torch.Generator().manual_seed(settings.seed)) < drop
+    elif str(mask) == ALPHA_MASK:
+        if info.alpha is None:
+            raise LRRError(f"{path}: mask alpha asks for its transparent pixels, but it has no alpha channel",
+                           parameter="mask")  # fmt: skip
+        fill = info.alpha[0] < 0.5
+        info = replace(info, alpha=torch.where(fill, 1.0, info.alpha[0])[None])
     else:
         fill = media.read_mask(mask, size, invert=invert_mask, resize=resize_mask)
     clean = read_reference(reference, image, path)
@@ -98,7 +110,7 @@ def inpaint_file(
     result, solve = inpaint(observed, fill.to(place.device), settings, memory_gib=place.memory_gib,
                             callback=trimming(callback))  # fmt: skip
     entry = {"input": str(path), "output": str(target), "missing_fraction": float(fill.float().mean())}
-    entry |= _written(target, result, solve, started, place)
+    entry |= _written(target, result, solve, started, place, info)
     return entry | reference_metrics(result, clean, observed=image, missing=fill)
 
 
@@ -115,20 +127,25 @@ def denoise_file(
     """Denoise the image at ``path`` into ``target``; ``sigma`` in ``[0, 1]`` units (None:
     estimated, :func:`lrrtool.tasks.denoise.estimate_sigma`). ``callback``: the solver's
     progress. Returns the report entry."""
-    noisy = media.read_image(path)
+    noisy, info = media.read_image_info(path)
     level = estimate_sigma(noisy) if sigma is None else sigma
     clean_reference = read_reference(reference, noisy, path)
     started = time.perf_counter()
     observed = noisy.to(place.device, place.dtype)
     clean, solve = denoise(observed, level, settings, memory_gib=place.memory_gib, callback=trimming(callback))
     entry = {"input": str(path), "output": str(target), "sigma_255": round(level * 255, 3)}
-    entry |= {"sigma_estimated": sigma is None, **_written(target, clean, solve, started, place)}
+    entry |= {"sigma_estimated": sigma is None, **_written(target, clean, solve, started, place, info)}
     return entry | reference_metrics(clean, clean_reference, observed=noisy)
 
 
-def _written(target: Path, result: Tensor, solve: SolveResult, started: float, place: Placement) -> dict:
-    """Write ``result`` to ``target``; the report fields of the solve, its time (from
-    ``started``, not counting the write) and the process's peak memory."""
+def _written(
+    target: Path, result: Tensor, solve: SolveResult, started: float, place: Placement, info: media.ImageInfo
+) -> dict:
+    """Write ``result`` to ``target`` with what the input carried (``info``); the report
+    fields of the solve, its time (from ``started``, not counting the write), the
+    process's peak memory, and ``warnings``: what the output's format could not keep."""
     seconds = time.perf_counter() - started
-    media.write_image(target, result, protect=place.protect)
-    return solve_entry(solve, seconds) | {"peak_memory_gib": peak_memory_gib(place.device)}
+    media.write_image(target, result, protect=place.protect, info=info)
+    entry = solve_entry(solve, seconds) | {"peak_memory_gib": peak_memory_gib(place.device)}
+    losses = media.image_losses(target, info)
+    return entry | ({"warnings": losses} if losses else {})

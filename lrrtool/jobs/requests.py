@@ -79,12 +79,12 @@ class DenoiseRequest:
 class SeparateRequest:
     """Separate ``video`` (a file or a folder of frames) into ``outputs.output_dir``
     (default ``NAME.separated/`` beside it): the videos named in ``videos``, PNG ``frames``
-    too if asked. ``start``/``max_frames`` pick frames; ``scale``, ``size`` (width,
+    too if asked. ``first_frame``/``max_frames`` pick frames; ``scale``, ``size`` (width,
     height) and ``grey`` what is read; ``chunk_frames``: most frames solved at once;
     ``segment_frames``: with Ray, the frames of each task."""
 
     video: Path
-    start: int = 0
+    first_frame: int = 0
     max_frames: int | None = None
     scale: float | None = None
     size: tuple[int, int] | None = None

@@ -18,7 +18,15 @@ from lrrtool.media.files import (
     same_file,
     writable_folder,
 )
-from lrrtool.media.images import find_mask, read_image, read_mask, write_image
+from lrrtool.media.images import (
+    ImageInfo,
+    find_mask,
+    image_losses,
+    read_image,
+    read_image_info,
+    read_mask,
+    write_image,
+)
 from lrrtool.media.videos import (
     STAGED_FRAMES,
     X264_PRESET,
@@ -32,14 +40,17 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "STAGED_FRAMES",
     "X264_PRESET",
+    "ImageInfo",
     "VideoWriter",
     "atomic_path",
     "check_output",
     "existing_file",
     "find_mask",
+    "image_losses",
     "join_videos",
     "make_folder",
     "read_image",
+    "read_image_info",
     "read_mask",
     "read_video_chunks",
     "remove_empty",
