@@ -168,3 +168,24 @@ def test_sixteen_bits_in_sixteen_bits_out(tmp_path, suffix, colour):
     back = cv2.imread(str(tmp_path / f"out{suffix}"), cv2.IMREAD_UNCHANGED)
     assert back.dtype == np.uint16 and np.array_equal(back[:, :, ::-1] if colour else back, array)
     assert media.image_losses(tmp_path / "out.jpg", info) == ["16 bits not kept: JPEG cannot hold it"]
+
+
+def test_odd_sized_videos_keep_their_size_written_and_joined(tmp_path):
+    """A 33x21 clip is written 33x21 (4:4:4 chroma where 4:2:0 needs even sides), and so
+    is a join of lossless parts encoded once; the frames survive at x264's quality."""
+    coarse = torch.rand(12, 3, 4, 6, generator=torch.Generator().manual_seed(4))
+    frames = (torch.nn.functional.interpolate(coarse, size=(21, 33), mode="bilinear") * 255).round().to(torch.uint8)
+    writer = media.VideoWriter(tmp_path / "odd.mp4", 25.0)
+    writer.append(frames)
+    writer.close()
+    decoded = read_video(tmp_path / "odd.mp4")
+    assert decoded.shape == (12, 21, 33, 3)
+    assert float((decoded - frames.permute(0, 2, 3, 1).float()).abs().mean()) < 4  # 4:2:0 at 34x22: 7.0
+    parts = []
+    for k, piece in enumerate(frames.split(6)):
+        part = media.VideoWriter(tmp_path / f"part{k}.mp4", 25.0, lossless=True)
+        part.append(piece)
+        part.close()
+        parts.append(part.path)
+    joined = media.join_videos(parts, tmp_path / "joined.mp4", frames=12, fps=25.0, preset="veryfast")
+    assert read_video(joined).shape == (12, 21, 33, 3)

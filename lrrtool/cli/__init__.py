@@ -268,8 +268,8 @@ def separate(
                 raise LRRError(f"--size must look like 320x240, got {size!r}") from None
         request = jobs.SeparateRequest(
             video, first_frame=first_frame, max_frames=max_frames, scale=scale, size=wh, grey=grey,
-            chunk_frames=chunk_frames, videos=tuple(name.strip() for name in outputs_.split(",") if name.strip()), frames=frames,
-            segment_frames=segment_frames, settings=settings,
+            chunk_frames=chunk_frames, videos=tuple(name.strip() for name in outputs_.split(",") if name.strip()),
+            frames=frames, segment_frames=segment_frames, settings=settings,
             outputs=jobs.Outputs(output_dir=output_dir, overwrite=overwrite, report=shared["report"]),
             runtime=runtime({**shared, "threads": threads, "memory_gib": memory_gib}),
         )  # fmt: skip

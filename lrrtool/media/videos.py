@@ -239,17 +239,20 @@ X264_PRESET = "veryfast"
 X264_CRF = 10
 
 
-def _x264_options(preset: str) -> list[str]:
-    """The encoder options of every lossy video lrrtool writes (H.264, yuv420p)."""
-    return ["-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", str(X264_CRF), "-preset", preset]
+def _x264_options(preset: str, width: int, height: int) -> list[str]:
+    """The encoder options of every lossy video lrrtool writes: H.264 at ``X264_CRF``,
+    yuv420p, or yuv444p when a side is odd (4:2:0 chroma needs even sides; padding would
+    change the size, cropping would lose a row)."""
+    pixels = "yuv444p" if width % 2 or height % 2 else "yuv420p"
+    return ["-vcodec", "libx264", "-pix_fmt", pixels, "-crf", str(X264_CRF), "-preset", preset]
 
 
 class VideoWriter:
     """Atomic streaming writer: frames ``(T, C, H, W)`` (float in ``[0, 1]`` or uint8)
-    appended in chunks; H.264 at constant quality (``X264_CRF``, yuv420p) with libx264's
-    speed ``preset``, or with ``lossless`` the frames exactly (libx264 at qp 0 on RGB or
-    grey planes: a part that :func:`join_videos` encodes). Odd sides are padded by
-    repeating the last row or column (yuv420p needs even ones)."""
+    appended in chunks; H.264 at constant quality (``X264_CRF``, :func:`_x264_options`)
+    with libx264's speed ``preset``, or with ``lossless`` the frames exactly (libx264 at
+    qp 0 on RGB or grey planes: a part that :func:`join_videos` encodes). The video has
+    the frames' size exactly, odd sides too."""
 
     def __init__(
         self,
@@ -266,14 +269,14 @@ class VideoWriter:
         self._frames, self._fps, self._preset, self._lossless = 0, fps, preset, lossless
         self._writer = None
 
-    def open_image(self, channels: int) -> None:
+    def _start_encoder(self, channels: int, height: int, width: int) -> None:
         import imageio.v2 as imageio
 
         if self._lossless:
             codec, pixels = ("libx264rgb", "rgb24") if channels == 3 else ("libx264", "gray")
             output = ["-vcodec", codec, "-pix_fmt", pixels, "-qp", "0", "-preset", "ultrafast"]
         else:
-            output = _x264_options(self._preset)
+            output = _x264_options(self._preset, width, height)
         self._writer = imageio.get_writer(
             self._tmp,
             format="ffmpeg",
@@ -291,12 +294,8 @@ class VideoWriter:
         if frames.dtype != torch.uint8:
             frames = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
         frames = frames.cpu()
-        # yuv420p needs even sides: repeat the last row/column when odd.
-        height, width = frames.shape[-2:]
-        if height % 2 or width % 2:
-            frames = torch.nn.functional.pad(frames, (0, width % 2, 0, height % 2), mode="replicate")
         if self._writer is None:
-            self.open_image(frames.shape[1])
+            self._start_encoder(*frames.shape[1:])
         # Grey frames go to ffmpeg as one plane; colour as (H, W, 3).
         arrays = frames[:, 0].contiguous() if frames.shape[1] == 1 else frames.permute(0, 2, 3, 1).contiguous()
         for frame in arrays.numpy():
@@ -380,7 +379,8 @@ def join_videos(
     if preset is not None:
         # A grey part decodes as full-range YUV, which must go to limited range as a grey
         # frame piped by VideoWriter does (RGB parts ignore in_range).
-        codec = ["-vf", "scale=in_range=full:out_range=limited", *_x264_options(preset)]
+        width, height = _frame_size(parts[0])
+        codec = ["-vf", "scale=in_range=full:out_range=limited", *_x264_options(preset, width, height)]
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.stem}.") as scratch:
         listing = Path(scratch) / "parts.txt"
         listing.write_text("".join(f"file '{Path(p).resolve().as_posix()}'\n" for p in parts))
@@ -394,6 +394,17 @@ def join_videos(
             if (problem := _video_problem(tmp, frames, fps)) is not None:
                 raise LRRError(f"{target.name}: cannot join the segments ({problem})")
     return target
+
+
+def _frame_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of a video file's frames."""
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(path, format="ffmpeg")
+    try:
+        return tuple(reader.get_meta_data()["size"])
+    finally:
+        reader.close()
 
 
 def _video_problem(path: Path, frames: int, fps: float) -> str | None:
