@@ -189,3 +189,66 @@ def test_inputs_whose_outputs_would_share_a_name_get_distinct_names_or_are_refus
     with pytest.raises(LRRError, match="would both be written to"):
         jobs.denoise(request)
     assert not (tmp_path / "out").exists()
+
+
+def clip_with_audio(path: Path, audio: str = "aac", seconds: float = 2.0) -> Path:
+    """A 25 fps 48x32 test pattern with a 440 Hz tone (``audio`` codec), made by ffmpeg."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=48x32:rate=25"]
+    command += ["-f", "lavfi", "-i", "sine=frequency=440", "-t", str(seconds), "-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    subprocess.run([*command, "-c:a", audio, str(path)], check=True)
+    return path
+
+
+def streams(path: Path) -> list[str]:
+    """The kinds of the streams of a media file, in order (``["Video", "Audio"]``)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    probe = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True
+    )
+    return [kind for line in probe.stderr.splitlines() for kind in ("Video", "Audio") if f": {kind}:" in line]
+
+
+@pytest.mark.parametrize("audio", ["aac", "pcm_s16le"])
+def test_a_clip_keeps_its_audio_in_the_videos_that_show_the_picture(tmp_path, audio):
+    """H.264 with AAC (an .mp4) or PCM (a .mov): the background and foreground videos carry
+    the audio of the frames written (from frame 10, 30 frames: 1.2 s), the mask does not."""
+    import imageio.v2 as imageio
+
+    clip = clip_with_audio(tmp_path / ("clip.mp4" if audio == "aac" else "clip.mov"), audio)
+    request = jobs.SeparateRequest(
+        clip, first_frame=10, max_frames=30, outputs=jobs.Outputs(output_dir=tmp_path / "out")
+    )
+    report = jobs.separate(request)
+    assert report["audio"] == [audio] and report["frames"] == 30
+    for name in ("background", "foreground"):
+        assert streams(tmp_path / "out" / f"{name}.mp4") == ["Video", "Audio"]
+        reader = imageio.get_reader(tmp_path / "out" / f"{name}.mp4", format="ffmpeg")
+        assert abs(reader.get_meta_data()["duration"] - 1.2) < 0.1
+    assert streams(tmp_path / "out" / "mask.mp4") == ["Video"]
+
+
+def test_segments_joined_carry_the_audio_once(tmp_path):
+    """A video split into segments (run one after another here, as Ray would run them):
+    the joined background has the audio of all its frames."""
+    from lrrtool.jobs.videos import separate_segments
+    from lrrtool.video import SeparateSettings
+
+    clip = clip_with_audio(tmp_path / "clip.mp4", seconds=2.4)
+
+    def in_turn(jobs_, work, finished):
+        for k, (path, target) in enumerate(jobs_):
+            finished(k, (work(path, target), None))
+
+    report = separate_segments(
+        clip, tmp_path / "out", SeparateSettings(), run=in_turn, segment_frames=30, chunk_frames=10
+    )
+    assert len(report["segments"]) == 2 and report["audio"] == ["aac"]
+    assert streams(tmp_path / "out" / "background.mp4") == ["Video", "Audio"]
+    assert streams(tmp_path / "out" / "mask.mp4") == ["Video"]

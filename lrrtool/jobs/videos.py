@@ -34,6 +34,8 @@ from lrrtool.video import (
 OUTPUT_VIDEOS = ("background", "foreground", "mask")
 #: Their libx264 presets: the binary mask loses nothing at ``ultrafast`` (0.45 -> 0.21 s
 #: for 120 720p frames).
+#: The videos that show the picture, which get the input's audio.
+PICTURE_OUTPUTS = {"background", "foreground"}
 VIDEO_PRESETS = {"background": media.X264_PRESET, "foreground": media.X264_PRESET, "mask": "ultrafast"}
 
 
@@ -61,6 +63,7 @@ def separate_video(
     outputs: tuple[str, ...] = OUTPUT_VIDEOS,
     warmup: int = 0,
     lossless: tuple[str, ...] = (),
+    audio: bool = True,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     listener: Listener = ignore,
@@ -74,7 +77,9 @@ def separate_video(
     first, in chunks, and not written: the background they carry into the first chunk is
     what a run from an earlier start would carry (a segment of :func:`separate_segments`).
     ``lossless``: outputs whose videos hold the frames exactly (parts that
-    :func:`lrrtool.media.join_videos` encodes once).
+    :func:`lrrtool.media.join_videos` encodes once). With ``audio`` the input's audio
+    over the frames written is copied into the videos that show the picture
+    (``PICTURE_OUTPUTS``; not the mask).
     Outputs are written atomically: a failed run leaves no partial video.
     ``listener`` is told the frames done (an :class:`~lrrtool.jobs.progress.Update` of
     ``task``, phase ``frames``) after each chunk and each solver step. Returns the report: frames,
@@ -109,7 +114,7 @@ def separate_video(
                 del chunk  # not held while the next chunk is decoded
 
     writers: dict[str, media.VideoWriter] = {}
-    results, total, ok, created, poor = [], 0, False, [], []
+    results, total, ok, created, poor, audio_notes = [], 0, False, [], [], []
     total_done = [0]  # frames written, for the steps' updates
     task = task or f"separate {video.name}"
     frames_done = functools.partial(_frames_done, listener, task, started)
@@ -152,6 +157,10 @@ def separate_video(
         frames_done(total, total)  # the metadata's count can be an estimate
         for writer in writers.values():  # every video checked before any is moved into place
             writer.finish()
+        if audio:
+            for name in PICTURE_OUTPUTS & writers.keys():
+                note = writers[name].add_audio(video, start=clip.start / fps[0], duration=total / fps[0])
+                audio_notes += [f"{name}.mp4: {note}"] if note else []
         for writer in writers.values():
             writer.commit()
         ok = True
@@ -172,8 +181,9 @@ def separate_video(
         "fps": round(total / seconds, 2) if seconds > 0 else None,
         "peak_memory_gib": peak_memory_gib(device),
         "chunks": results,
-        "warnings": separate_warnings(results, poor, total),
+        "warnings": separate_warnings(results, poor, total) + audio_notes,
         "poor_frames": poor,
+        "audio": media.audio_codecs(video) if audio and PICTURE_OUTPUTS & set(outputs) else [],
     }
 
 
@@ -328,6 +338,12 @@ def separate_segments(
             parts = [target / f"{name}.mp4" for target in plan]
             preset = VIDEO_PRESETS[name] if name in SEAMLESS_OUTPUTS else None
             media.join_videos(parts, joined / f"{name}.mp4", frames=total, fps=rate, preset=preset, protect=[video])
+        start = segments[0][0] / rate
+        audio_notes = [
+            f"{name}.mp4: {note}"
+            for name in PICTURE_OUTPUTS & set(outputs)
+            if (note := media.add_audio(joined / f"{name}.mp4", video, start=start, duration=total / rate))
+        ]
         created = media.make_folder(folder)
         for name in outputs:
             os.replace(joined / f"{name}.mp4", folder / f"{name}.mp4")
@@ -354,8 +370,9 @@ def separate_segments(
         "fps": round(offset / seconds, 2) if seconds > 0 else None,
         "peak_memory_gib": max(peaks) if peaks else None,
         "chunks": chunks,
-        "warnings": separate_warnings(chunks, poor, offset),
+        "warnings": separate_warnings(chunks, poor, offset) + audio_notes,
         "poor_frames": poor,
+        "audio": media.audio_codecs(video) if PICTURE_OUTPUTS & set(outputs) else [],
         "segments": [{"segment": k + 1, "start": a, "frames": n, "warmup": w} for k, (a, n, w) in enumerate(segments)],
         "join_seconds": round(join_seconds, 3),
     }
@@ -365,7 +382,7 @@ def _segment(path: Path, target: Path, *, plan: dict[Path, tuple[int, int, int]]
     """One segment of :func:`separate_segments` (a Ray task): its frames into ``target``."""
     first, count, warm = plan[target]
     part = replace(clip, start=first, max_frames=count)
-    return separate_video(path, target, clip=part, warmup=warm, lossless=SEAMLESS_OUTPUTS, **options)
+    return separate_video(path, target, clip=part, warmup=warm, lossless=SEAMLESS_OUTPUTS, audio=False, **options)
 
 
 def write_chunk(part, writers: dict[str, media.VideoWriter], png_folder: Path | None, first: int) -> None:

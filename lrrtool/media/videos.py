@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -326,6 +328,11 @@ class VideoWriter:
         if problem:
             raise LRRError(f"{self.path}: cannot write ({problem})")
 
+    def add_audio(self, source: Path, *, start: float = 0.0, duration: float | None = None) -> str | None:
+        """After :meth:`finish`: the audio of ``source`` (see :func:`add_audio`) joins the
+        still temporary file. Returns what was not kept as it was, or None."""
+        return add_audio(self._tmp, source, start=start, duration=duration)
+
     def commit(self) -> None:
         """Move the finished file into place."""
         self._context.__exit__(None, None, None)
@@ -371,7 +378,6 @@ def join_videos(
     stream. A key frame re-codes the picture, a step of about 1/255 in a still background
     (measured: 1.0-1.2/255 at x264's key frames, against a median of 0.07/255 between
     frames), which a seam must not add."""
-    import subprocess
 
     import imageio_ffmpeg
 
@@ -394,6 +400,49 @@ def join_videos(
             if (problem := _video_problem(tmp, frames, fps)) is not None:
                 raise LRRError(f"{target.name}: cannot join the segments ({problem})")
     return target
+
+
+def _ffmpeg(*arguments: str) -> subprocess.CompletedProcess:
+    import imageio_ffmpeg
+
+    return subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), *arguments], capture_output=True, text=True)
+
+
+def audio_codecs(source: Path) -> list[str]:
+    """The codecs of the audio streams of the file ``source`` (none for a folder of frames),
+    from ffmpeg's reading of its header."""
+    if not Path(source).is_file():
+        return []
+    probe = _ffmpeg("-hide_banner", "-i", str(source))
+    return [line.split("Audio:", 1)[1].split()[0].strip(",") for line in probe.stderr.splitlines() if "Audio:" in line]
+
+
+def add_audio(video: Path, source: Path, *, start: float = 0.0, duration: float | None = None) -> str | None:
+    """Put the audio streams of ``source`` (from ``start`` seconds, for ``duration``
+    seconds: the part the video's frames show) into the MP4 file ``video``, in place,
+    copied without re-encoding; a codec MP4 cannot hold as it is (PCM, for one) is
+    encoded to AAC. Returns what was not kept as it was, in words, or None (also when
+    ``source`` has no audio)."""
+    codecs = audio_codecs(source)
+    if not codecs:
+        return None
+    video = Path(video)
+    staged = video.with_name(f".{video.name}.audio.mp4")
+    window = ["-ss", f"{start:.6f}"] + ([] if duration is None else ["-t", f"{duration:.6f}"])
+    base = ["-y", "-loglevel", "error", "-i", str(video), *window, "-i", str(source), "-map", "0:v", "-map", "1:a"]
+    note = None
+    try:
+        done = _ffmpeg(*base, "-c", "copy", "-f", "mp4", str(staged))
+        if done.returncode != 0:
+            done = _ffmpeg(*base, "-c:v", "copy", "-c:a", "aac", "-f", "mp4", str(staged))
+            note = f"audio ({', '.join(codecs)}) encoded to AAC: MP4 cannot hold it as it is"
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or ["ffmpeg failed"])[-1]
+            return f"audio not kept ({reason})"
+        os.replace(staged, video)
+    finally:
+        staged.unlink(missing_ok=True)
+    return note
 
 
 def _frame_size(path: Path) -> tuple[int, int]:
