@@ -74,7 +74,6 @@ CASES = [
     *[(name, *case) for name in ("inpaint", "denoise") for case in IMAGE_CASES],
     ("separate", "unwritable output", ["--output-dir", "R/afile/out"], "afile is a file"),
     ("separate", "output is a file", ["--output-dir", "R/afile"], "exists and is not a folder"),
-    ("separate", "one frame", ["--max-frames", "1", "--output-dir", "R/out"], "--max-frames 1: a background needs"),
     # Adam's steps are about lr in size: within the accepted range separation does not diverge
     # (measured: --lr 1 for 30 steps runs cleanly), so an out-of-range step is refused first.
     (
@@ -107,6 +106,12 @@ def test_bad_input_is_one_line_before_the_work(files, monkeypatch, name, case, e
     assert "Traceback" not in result.output
     assert snapshot(files) == before["root"] and snapshot(files / "frames") == before["frames"]
     assert not (files / "out").exists() and not list(files.glob("out.*"))  # nothing created
+
+
+def test_one_frame_is_refused_by_the_parser_as_the_help_says(files):
+    """``--max-frames`` takes 2 or more (a background needs two frames): 1 is a usage error."""
+    result = runner.invoke(app, [*command("separate", files), "--max-frames", "1", "-q"])
+    assert result.exit_code == 2 and "--max-frames" in result.output and ">= 2" in result.output
 
 
 @pytest.mark.parametrize("name", ["inpaint", "denoise", "separate", "complete"])
