@@ -131,13 +131,20 @@ def _without_timings(value):
     return value
 
 
+#: (command, choice) -> its base run, made once (its files and entry hold no path).
+BASE_RUNS: dict[tuple[str, str], tuple] = {}
+
+
 @pytest.mark.parametrize(
     ("command", "choice", "base", "option"),
     [(c, choice, base, option) for c, choice, base, options in CASES for option in options],
     ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_option_is_used_or_refused(inputs, command, choice, base, option):
-    code, output, files, entry = run(command, base, inputs, f"{command}-{choice}-base")
+    key = (command, choice)
+    if key not in BASE_RUNS:  # each choice's base run once for all its options
+        BASE_RUNS[key] = run(command, base, inputs, f"{command}-{choice}-base")
+    code, output, files, entry = BASE_RUNS[key]
     assert code == 0, output
     if option == "--iters":  # replace the base's step count
         at = base.index("--iters")
