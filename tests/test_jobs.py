@@ -252,3 +252,36 @@ def test_segments_joined_carry_the_audio_once(tmp_path):
     assert len(report["segments"]) == 2 and report["audio"] == ["aac"]
     assert streams(tmp_path / "out" / "background.mp4") == ["Video", "Audio"]
     assert streams(tmp_path / "out" / "mask.mp4") == ["Video"]
+
+
+def ffmpeg(*arguments: str) -> None:
+    import subprocess
+
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *arguments], check=True)
+
+
+def test_a_variable_frame_rate_clip_is_refused_before_any_work(tmp_path):
+    """30, then 10, then 30 fps: written at one rate its motion would change speed, so it
+    is refused with the reason and a way out; nothing is created."""
+    pts = "if(lt(N,10),N/30,if(lt(N,20),10/30+(N-10)/10,10/30+1+(N-20)/30))/TB"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=48x32:rate=30", "-frames:v", "30", "-vf", f"setpts='{pts}'",
+           "-fps_mode", "passthrough", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(tmp_path / "vfr.mp4"))  # fmt: skip
+    request = jobs.SeparateRequest(tmp_path / "vfr.mp4", outputs=jobs.Outputs(output_dir=tmp_path / "out"))
+    with pytest.raises(LRRError, match="variable frame rate"):
+        jobs.separate(request)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_rotated_clip_comes_out_upright_without_a_warning(tmp_path, capfd):
+    """A clip stored 48x32 with a 90 degree display rotation (a phone held upright) is
+    separated upright (32 wide, 48 high), and nothing is printed about the sizes."""
+    import imageio.v2 as imageio
+
+    clip = clip_with_audio(tmp_path / "flat.mp4", seconds=1.0)
+    ffmpeg("-display_rotation", "90", "-i", str(clip), "-c", "copy", str(tmp_path / "rotated.mp4"))
+    capfd.readouterr()
+    jobs.separate(jobs.SeparateRequest(tmp_path / "rotated.mp4", outputs=jobs.Outputs(output_dir=tmp_path / "out")))
+    assert imageio.get_reader(tmp_path / "out" / "background.mp4", format="ffmpeg").get_data(0).shape == (48, 32, 3)
+    assert "frame size" not in capfd.readouterr().err

@@ -211,6 +211,7 @@ def _check_separate(video: Path, folder: Path, max_frames: int | None, outputs: 
     if unknown or not outputs:
         raise LRRError(f"outputs must be some of {', '.join(OUTPUT_VIDEOS)}, got {', '.join(outputs) or 'none'}")
     media.writable_folder(folder)
+    media.check_constant_rate(video)
 
 
 def _frames_plan(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import os
 import shutil
 import subprocess
@@ -17,6 +19,18 @@ from PIL import Image
 from lrrtool.errors import LRRError
 from lrrtool.media.files import IMAGE_SUFFIXES, atomic_path, check_output, error_summary
 from lrrtool.media.images import SIXTEEN_BIT_MODES, open_image
+
+
+class _KnownRotation(logging.Filter):
+    """Drops imageio-ffmpeg's note that a rotated clip's frames differ in size from its
+    stored ones: ffmpeg turns the frames upright as it decodes, and the probe
+    (:func:`video_probe`) takes the upright size, so the outputs are upright."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is different from the source frame size" not in record.getMessage()
+
+
+logging.getLogger("imageio_ffmpeg").addFilter(_KnownRotation())
 
 
 def _frame_uint8(frame: np.ndarray, size: tuple[int, int] | None, grey: bool) -> np.ndarray:
@@ -406,6 +420,45 @@ def _ffmpeg(*arguments: str) -> subprocess.CompletedProcess:
     import imageio_ffmpeg
 
     return subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), *arguments], capture_output=True, text=True)
+
+
+#: Largest ratio of the longest to the shortest frame interval of a constant-rate clip
+#: (timestamps rounded to the time base stay far below it; 30/10 fps switches are 3).
+CONSTANT_RATE_SPREAD = 1.5
+
+
+def frame_intervals(source: Path) -> tuple[float, float] | None:
+    """The shortest and longest interval (seconds) between the presentation times of the
+    first video stream's frames of the file ``source``, read from its packets without
+    decoding (None for a folder of frames, or fewer than three frames)."""
+    if not Path(source).is_file():
+        return None
+    listing = _ffmpeg("-hide_banner", "-loglevel", "error", "-i", str(source), "-map", "0:v:0", "-c", "copy",
+                      "-f", "framemd5", "-")  # fmt: skip
+    base, times = None, []
+    for line in listing.stdout.splitlines():
+        if line.startswith("#tb 0:"):
+            num, den = line.split(":", 1)[1].strip().split("/")
+            base = int(num) / int(den)
+        elif line and not line.startswith("#"):
+            times.append(int(line.split(",")[2]))
+    if base is None or len(times) < 3:
+        return None
+    steps = [b - a for a, b in itertools.pairwise(sorted(times)) if b > a]
+    return (min(steps) * base, max(steps) * base) if steps else None
+
+
+def check_constant_rate(source: Path) -> None:
+    """Refuse a variable-frame-rate clip: lrrtool writes constant-rate video, and its
+    frames at one rate would change the speed of the motion where the rate changes."""
+    intervals = frame_intervals(source)
+    if intervals is not None and intervals[1] > CONSTANT_RATE_SPREAD * intervals[0]:
+        short, long = (1 / t for t in intervals)
+        raise LRRError(
+            f"{source}: variable frame rate ({long:.3g} to {short:.3g} fps); the outputs would be written at one "
+            f"rate and its motion would change speed: make it constant first (ffmpeg -i {Path(source).name} "
+            f"-fps_mode cfr -r {short:.3g} constant.mp4)"
+        )
 
 
 def audio_codecs(source: Path) -> list[str]:
