@@ -285,3 +285,15 @@ def test_a_rotated_clip_comes_out_upright_without_a_warning(tmp_path, capfd):
     jobs.separate(jobs.SeparateRequest(tmp_path / "rotated.mp4", outputs=jobs.Outputs(output_dir=tmp_path / "out")))
     assert imageio.get_reader(tmp_path / "out" / "background.mp4", format="ffmpeg").get_data(0).shape == (48, 32, 3)
     assert "frame size" not in capfd.readouterr().err
+
+
+def test_two_clips_with_one_stem_get_two_folders(tmp_path):
+    """``clip.mp4`` then ``clip.mkv``: the second does not skip because of the first's
+    outputs; it gets ``clip.mkv.separated/``. The first, run again, is skipped as before."""
+    clip = clip_with_audio(tmp_path / "clip.mp4", seconds=0.8)
+    ffmpeg("-i", str(clip), "-c", "copy", str(tmp_path / "clip.mkv"))
+    first = jobs.separate(jobs.SeparateRequest(clip))
+    second = jobs.separate(jobs.SeparateRequest(tmp_path / "clip.mkv"))
+    assert Path(first["output_dir"]).name == "clip.separated"
+    assert Path(second["output_dir"]).name == "clip.mkv.separated" and not second.get("skipped")
+    assert jobs.separate(jobs.SeparateRequest(clip))["skipped"]

@@ -107,7 +107,7 @@ def separate(request: SeparateRequest, listener: Listener = ignore, describe: De
     r, out = request, request.outputs
     device, dtype = _start(r.runtime, shared=False, default_threads=1)
     video = Path(r.video)
-    folder = Path(out.output_dir) if out.output_dir is not None else video.with_name(video.stem + ".separated")
+    folder = Path(out.output_dir) if out.output_dir is not None else _separation_folder(video, r.videos)
     check_report(out.report, [video])
     existing = [folder / f"{name}.mp4" for name in r.videos if (folder / f"{name}.mp4").exists()]
     if existing and not out.overwrite:
@@ -132,6 +132,17 @@ def separate(request: SeparateRequest, listener: Listener = ignore, describe: De
     report = {**header, **entry}
     write_report(out.report, report, [video], listener)
     return report
+
+
+def _separation_folder(video: Path, names: tuple[str, ...]) -> Path:
+    """``NAME.separated/`` beside the video, or ``NAME.EXT.separated/`` when the first
+    holds another input's outputs (``clip.mov``'s, for ``clip.mkv``): two inputs never
+    share one folder by default."""
+    folder = video.with_name(f"{video.stem}.separated")
+    made = {media.video_comment(folder / f"{name}.mp4") for name in names} - {None}
+    if made and made != {videos.source_comment(video)}:
+        return video.with_name(f"{video.name}.separated")
+    return folder
 
 
 def _separate_on_ray(video: Path, folder: Path, request: SeparateRequest, ray, common: dict) -> dict:

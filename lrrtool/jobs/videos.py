@@ -131,7 +131,12 @@ def separate_video(
                 created = media.make_folder(folder)
                 writers = {
                     n: media.VideoWriter(
-                        folder / f"{n}.mp4", fps[0], protect=[video], preset=VIDEO_PRESETS[n], lossless=n in lossless
+                        folder / f"{n}.mp4",
+                        fps[0],
+                        protect=[video],
+                        preset=VIDEO_PRESETS[n],
+                        lossless=n in lossless,
+                        comment=source_comment(video),
                     )
                     for n in outputs
                 }
@@ -185,6 +190,11 @@ def separate_video(
         "poor_frames": poor,
         "audio": media.audio_codecs(video) if audio and PICTURE_OUTPUTS & set(outputs) else [],
     }
+
+
+def source_comment(video: Path) -> str:
+    """The tag a separation's videos carry: which input they were made from."""
+    return f"lrrtool separate {Path(video).name}"
 
 
 def _frames_done(listener: Listener, task: str, started: float, done: int, total: int | None, note: str = "") -> None:

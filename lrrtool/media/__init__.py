@@ -36,6 +36,7 @@ from lrrtool.media.videos import (
     check_constant_rate,
     join_videos,
     read_video_chunks,
+    video_comment,
     video_probe,
 )
 
@@ -62,6 +63,7 @@ __all__ = [
     "remove_empty",
     "remove_partial",
     "same_file",
+    "video_comment",
     "video_probe",
     "writable_folder",
     "write_image",

@@ -265,10 +265,10 @@ def _x264_options(preset: str, width: int, height: int) -> list[str]:
 
 class VideoWriter:
     """Atomic streaming writer: frames ``(T, C, H, W)`` (float in ``[0, 1]`` or uint8)
-    appended in chunks; H.264 at constant quality (``X264_CRF``, :func:`_x264_options`)
-    with libx264's speed ``preset``, or with ``lossless`` the frames exactly (libx264 at
-    qp 0 on RGB or grey planes: a part that :func:`join_videos` encodes). The video has
-    the frames' size exactly, odd sides too."""
+    appended in chunks (``comment``: a tag the file keeps); H.264 at constant quality
+    (``X264_CRF``, :func:`_x264_options`) with libx264's speed ``preset``, or with
+    ``lossless`` the frames exactly (libx264 at qp 0 on RGB or grey planes: a part that
+    :func:`join_videos` encodes). The video has the frames' size exactly, odd sides too."""
 
     def __init__(
         self,
@@ -278,8 +278,10 @@ class VideoWriter:
         protect: Iterable[str | Path] = (),
         preset: str = X264_PRESET,
         lossless: bool = False,
+        comment: str | None = None,
     ) -> None:
         self.path = check_output(path, protect)
+        self._comment = comment
         self._context = atomic_path(self.path, protect)
         self._tmp = self._context.__enter__()
         self._frames, self._fps, self._preset, self._lossless = 0, fps, preset, lossless
@@ -300,7 +302,7 @@ class VideoWriter:
             codec=None,  # given in output_params, with the pixel format and quality
             quality=None,
             macro_block_size=1,
-            output_params=output,
+            output_params=output + (["-metadata", f"comment={self._comment}"] if self._comment else []),
             ffmpeg_log_level="quiet",  # a failed write is checked and reported by finish()
         )
 
@@ -459,6 +461,18 @@ def check_constant_rate(source: Path) -> None:
             f"rate and its motion would change speed: make it constant first (ffmpeg -i {Path(source).name} "
             f"-fps_mode cfr -r {short:.3g} constant.mp4)"
         )
+
+
+def video_comment(path: Path) -> str | None:
+    """The ``comment`` tag of a video file (what :class:`VideoWriter` was given), or None."""
+    if not Path(path).is_file():
+        return None
+    probe = _ffmpeg("-hide_banner", "-i", str(path))
+    for line in probe.stderr.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key.strip() == "comment":
+            return value.strip()
+    return None
 
 
 def audio_codecs(source: Path) -> list[str]:
