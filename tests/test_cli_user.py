@@ -30,6 +30,23 @@ def test_help_reads_at_80_columns(command):
     assert "<bool>" not in result.output and "<list" not in result.output and "<str>" not in result.output
 
 
+def help_of(command: str) -> str:
+    return " ".join(runner.invoke(app, [command, "--help"], terminal_width=200).output.split())
+
+
+def test_help_says_what_each_option_does_for_its_command():
+    """Usage lines as the metavars say them (``IMAGE...``, not ``{IMAGE...}...``); one
+    meaning of a flag per command (separate's first frame is ``--first-frame``, inpaint's
+    start method ``--start``); ``--max-frames`` takes 2 or more as it says; ``--seed``
+    does not speak of drops where there are none; complete's ``--width`` names autorec."""
+    assert "[OPTIONS] IMAGE...\n" in runner.invoke(app, ["inpaint", "--help"]).output
+    assert "{" not in runner.invoke(app, ["denoise", "--help"]).output.splitlines()[0]
+    separate = help_of("separate")
+    assert "--first-frame" in separate and "--start " not in separate and "x>=2" in separate
+    assert "drops" not in help_of("denoise").split("--seed")[1].split("--")[0]
+    assert "autorec" in help_of("complete").split("--width N")[-1].split("--")[0]
+
+
 def test_inpaint_reports_a_named_start_phase_then_the_solve_and_settles():
     image = read_image(SAMPLES / "photo.jpg")[:, :64, :64]
     fill = read_mask(SAMPLES / "text-mask.png", (300, 300))[:64, :64]

@@ -204,7 +204,7 @@ def clip_with_audio(path: Path, audio: str = "aac", seconds: float = 2.0) -> Pat
 
 
 def streams(path: Path) -> list[str]:
-    """The kinds of the streams of a media file, in order (``["Video", "Audio"]``)."""
+    """The kinds of the streams of a media file, in order (``["Video", "Audio", "Subtitle"]``)."""
     import subprocess
 
     import imageio_ffmpeg
@@ -212,7 +212,8 @@ def streams(path: Path) -> list[str]:
     probe = subprocess.run(
         [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True
     )
-    return [kind for line in probe.stderr.splitlines() for kind in ("Video", "Audio") if f": {kind}:" in line]
+    kinds = ("Video", "Audio", "Subtitle")
+    return [kind for line in probe.stderr.splitlines() for kind in kinds if f": {kind}:" in line]
 
 
 @pytest.mark.parametrize("audio", ["aac", "pcm_s16le"])
@@ -297,3 +298,15 @@ def test_two_clips_with_one_stem_get_two_folders(tmp_path):
     assert Path(first["output_dir"]).name == "clip.separated"
     assert Path(second["output_dir"]).name == "clip.mkv.separated" and not second.get("skipped")
     assert jobs.separate(jobs.SeparateRequest(clip))["skipped"]
+
+
+def test_text_subtitles_come_along_as_mp4_text(tmp_path):
+    """An MKV with AAC audio and SRT subtitles: the background video has the audio and
+    the subtitles (as MP4's text track)."""
+    clip = clip_with_audio(tmp_path / "clip.mp4", seconds=1.0)
+    (tmp_path / "subs.srt").write_text("1\n00:00:00,000 --> 00:00:00,800\nHello\n")
+    ffmpeg("-i", str(clip), "-i", str(tmp_path / "subs.srt"), "-map", "0", "-map", "1", "-c", "copy", "-c:s", "srt",
+           str(tmp_path / "clip.mkv"))  # fmt: skip
+    report = jobs.separate(jobs.SeparateRequest(tmp_path / "clip.mkv", outputs=jobs.Outputs(output_dir=tmp_path / "o")))
+    assert streams(tmp_path / "o" / "background.mp4") == ["Video", "Audio", "Subtitle"]
+    assert not [w for w in report["warnings"] if "not kept" in w]

@@ -475,41 +475,51 @@ def video_comment(path: Path) -> str | None:
     return None
 
 
-def audio_codecs(source: Path) -> list[str]:
-    """The codecs of the audio streams of the file ``source`` (none for a folder of frames),
-    from ffmpeg's reading of its header."""
+def _stream_codecs(source: Path, kind: str) -> list[str]:
+    """The codecs of the ``kind`` (``Audio``, ``Subtitle``) streams of the file ``source``
+    (none for a folder of frames), from ffmpeg's reading of its header."""
     if not Path(source).is_file():
         return []
     probe = _ffmpeg("-hide_banner", "-i", str(source))
-    return [line.split("Audio:", 1)[1].split()[0].strip(",") for line in probe.stderr.splitlines() if "Audio:" in line]
+    marker = f"{kind}:"
+    return [line.split(marker, 1)[1].split()[0].strip(",") for line in probe.stderr.splitlines() if marker in line]
+
+
+def audio_codecs(source: Path) -> list[str]:
+    """The codecs of the audio streams of the file ``source``."""
+    return _stream_codecs(source, "Audio")
 
 
 def add_audio(video: Path, source: Path, *, start: float = 0.0, duration: float | None = None) -> str | None:
-    """Put the audio streams of ``source`` (from ``start`` seconds, for ``duration``
-    seconds: the part the video's frames show) into the MP4 file ``video``, in place,
-    copied without re-encoding; a codec MP4 cannot hold as it is (PCM, for one) is
-    encoded to AAC. Returns what was not kept as it was, in words, or None (also when
-    ``source`` has no audio)."""
-    codecs = audio_codecs(source)
-    if not codecs:
+    """Put the audio and subtitle streams of ``source`` (from ``start`` seconds, for
+    ``duration`` seconds: the part the video's frames show) into the MP4 file ``video``,
+    in place. Audio is copied without re-encoding (a codec MP4 cannot hold as it is is
+    encoded to AAC); text subtitles become MP4's own text track (``mov_text``); picture
+    subtitles, which MP4 cannot hold, are left out. Returns what was not kept as it was,
+    in words, or None (also when ``source`` has neither)."""
+    audio, subtitles = audio_codecs(source), _stream_codecs(source, "Subtitle")
+    if not audio and not subtitles:
         return None
     video = Path(video)
-    staged = video.with_name(f".{video.name}.audio.mp4")
+    staged = video.with_name(f".{video.name}.streams.mp4")
     window = ["-ss", f"{start:.6f}"] + ([] if duration is None else ["-t", f"{duration:.6f}"])
-    base = ["-y", "-loglevel", "error", "-i", str(video), *window, "-i", str(source), "-map", "0:v", "-map", "1:a"]
-    note = None
+    base = ["-y", "-loglevel", "error", "-i", str(video), *window, "-i", str(source), "-map", "0:v"]
+    attempts = [  # (maps and codecs, what it loses)
+        (["-map", "1:a?", "-map", "1:s?", "-c", "copy", "-c:s", "mov_text"], None),
+        (["-map", "1:a?", "-map", "1:s?", "-c:v", "copy", "-c:a", "aac", "-c:s", "mov_text"], "audio encoded to AAC"),
+        (["-map", "1:a?", "-c", "copy"], "subtitles not kept"),
+        (["-map", "1:a?", "-c:v", "copy", "-c:a", "aac"], "audio encoded to AAC, subtitles not kept"),
+    ]
     try:
-        done = _ffmpeg(*base, "-c", "copy", "-f", "mp4", str(staged))
-        if done.returncode != 0:
-            done = _ffmpeg(*base, "-c:v", "copy", "-c:a", "aac", "-f", "mp4", str(staged))
-            note = f"audio ({', '.join(codecs)}) encoded to AAC: MP4 cannot hold it as it is"
-        if done.returncode != 0:
-            reason = (done.stderr.strip().splitlines() or ["ffmpeg failed"])[-1]
-            return f"audio not kept ({reason})"
-        os.replace(staged, video)
+        for options, loss in attempts:
+            done = _ffmpeg(*base, *options, "-f", "mp4", str(staged))
+            if done.returncode == 0:
+                os.replace(staged, video)
+                return None if loss is None else f"{loss}: MP4 cannot hold {', '.join(audio + subtitles)} as it is"
+        reason = (done.stderr.strip().splitlines() or ["ffmpeg failed"])[-1]
+        return f"audio and subtitles not kept ({reason})"
     finally:
         staged.unlink(missing_ok=True)
-    return note
 
 
 def _frame_size(path: Path) -> tuple[int, int]:
