@@ -310,3 +310,14 @@ def test_text_subtitles_come_along_as_mp4_text(tmp_path):
     report = jobs.separate(jobs.SeparateRequest(tmp_path / "clip.mkv", outputs=jobs.Outputs(output_dir=tmp_path / "o")))
     assert streams(tmp_path / "o" / "background.mp4") == ["Video", "Audio", "Subtitle"]
     assert not [w for w in report["warnings"] if "not kept" in w]
+
+
+def test_an_odd_sized_clip_comes_out_at_its_size(tmp_path):
+    """A 41x23 clip (odd sides, as 641x361): every output video is 41x23."""
+    import imageio.v2 as imageio
+
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=41x23:rate=25", "-t", "0.8", "-c:v", "libx264", "-pix_fmt", "yuv444p",
+           str(tmp_path / "odd.mp4"))  # fmt: skip
+    jobs.separate(jobs.SeparateRequest(tmp_path / "odd.mp4", outputs=jobs.Outputs(output_dir=tmp_path / "o")))
+    for name in ("background", "foreground", "mask"):
+        assert imageio.get_reader(tmp_path / "o" / f"{name}.mp4", format="ffmpeg").get_data(0).shape[:2] == (23, 41)
