@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from lrrtool.recsys.completion import METHODS, CompletionSettings, complete
+from lrrtool.recsys.completion import complete
 from lrrtool.recsys.entries import Entries, RatingMatrix, rating_errors
+from lrrtool.recsys.settings import METHODS, CompletionSettings
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "ratings.dat"
 PAPER = {"dlrl (paper, Table III)": 0.8892, "MSS (paper)": 0.9505, "IRNN (paper)": 0.9387, "sRGCNN (paper)": 0.9271}

@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 from lrrtool.cli import app
 from lrrtool.core.matfun import right_gram_power, symmetric_power
 from lrrtool.errors import LRRError
-from lrrtool.recsys.completion import METHODS, CompletionSettings, complete
+from lrrtool.recsys.completion import complete
 from lrrtool.recsys.entries import Entries, RatingMatrix, rating_errors
 from lrrtool.recsys.models import Biases, _ItemColumns, factored_core
+from lrrtool.recsys.settings import METHODS, CompletionSettings
 from lrrtool.recsys.tables import read_pairs, read_ratings
 
 runner = CliRunner()

@@ -50,7 +50,7 @@ from lrrtool.cli.base import (
 from lrrtool.cli.display import announce_completion, announce_image, finish_batch, run, user_errors
 from lrrtool.core import ESTIMATORS, PENALTIES, SERIES
 from lrrtool.errors import LRRError
-from lrrtool.recsys.completion import CompletionSettings
+from lrrtool.recsys.settings import CompletionSettings
 from lrrtool.tasks.denoise import DenoiseSettings
 from lrrtool.tasks.inpaint import InpaintSettings
 from lrrtool.video import WORK_PIXELS, SeparateSettings

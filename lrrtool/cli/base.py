@@ -18,7 +18,7 @@ from rich.console import Console
 
 from lrrtool import jobs
 from lrrtool.core import ESTIMATORS, regularizer_names
-from lrrtool.recsys.completion import METHODS as COMPLETION_METHODS
+from lrrtool.recsys.settings import METHODS as COMPLETION_METHODS
 from lrrtool.settings import PRESETS
 from lrrtool.solvers import SOLVERS
 from lrrtool.tasks.inpaint import INPAINT_METHODS, MODELS, STARTS

@@ -9,8 +9,9 @@ import torch
 
 from lrrtool.jobs.images import solve_entry
 from lrrtool.recsys import tables
-from lrrtool.recsys.completion import CompletionSettings, complete
+from lrrtool.recsys.completion import complete
 from lrrtool.recsys.entries import RatingMatrix, rating_errors
+from lrrtool.recsys.settings import CompletionSettings
 from lrrtool.solvers import Callback
 
 

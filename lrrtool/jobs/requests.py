@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrrtool.jobs.videos import OUTPUT_VIDEOS
-from lrrtool.recsys.completion import CompletionSettings
+from lrrtool.recsys.settings import CompletionSettings
 from lrrtool.tasks.denoise import DenoiseSettings
 from lrrtool.tasks.inpaint import InpaintSettings
 from lrrtool.video import SeparateSettings

@@ -1,5 +1,5 @@
 """Reading and writing images, masks and videos: the only package that touches
-imageio, pillow and ffmpeg.
+imageio, pillow, OpenCV and ffmpeg.
 
 Canonical layouts: an image is a float32 tensor ``(C, H, W)`` in ``[0, 1]`` with
 ``C`` = 1 (grey) or 3 (RGB); a video frame batch is ``(T, C, H, W)``. Writes are atomic
@@ -7,6 +7,7 @@ Canonical layouts: an image is a float32 tensor ``(C, H, W)`` in ``[0, 1]`` with
 path passed as ``protect`` (the inputs).
 """
 
+from lrrtool.media.encoding import X264_PRESET, VideoWriter, add_audio, join_videos
 from lrrtool.media.files import (
     IMAGE_SUFFIXES,
     atomic_path,
@@ -29,12 +30,8 @@ from lrrtool.media.images import (
 )
 from lrrtool.media.videos import (
     STAGED_FRAMES,
-    X264_PRESET,
-    VideoWriter,
-    add_audio,
     audio_codecs,
     check_constant_rate,
-    join_videos,
     read_video_chunks,
     video_comment,
     video_probe,

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lrrtool.recsys.completion import CompletionSettings, complete
+from lrrtool.recsys.completion import complete
 from lrrtool.recsys.entries import Entries
+from lrrtool.recsys.settings import CompletionSettings
 from lrrtool.solvers import Callback, SolveResult
 
 

@@ -16,7 +16,7 @@ from lrrtool.recsys.entries import Entries
 from lrrtool.solvers import Callback, Progress, SolveResult, minimize
 
 if TYPE_CHECKING:
-    from lrrtool.recsys.completion import CompletionSettings
+    from lrrtool.recsys.settings import CompletionSettings
 
 
 class Biases:

@@ -171,7 +171,7 @@ class InpaintSettings(TaskSettings):
 
     def dlrl_settings(self, s: dict[str, object] | None = None):
         """The rating-completion settings of ``method="dlrl"``."""
-        from lrrtool.recsys.completion import CompletionSettings
+        from lrrtool.recsys.settings import CompletionSettings
 
         s = s or self.resolved_values()
         return CompletionSettings(
