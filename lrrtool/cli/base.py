@@ -198,9 +198,6 @@ def runtime(shared: dict, threads: int | None = None, memory_gib: float = 2.0) -
 # ------------------------------------------------------------------ errors and progress
 
 
-def outputs(shared: dict, output: Path | None = None, output_dir: Path | None = None) -> jobs.Outputs:
-    """Where the results go, from the shared options (or the command's own)."""
-    return jobs.Outputs(
-        output=shared.get("output", output), output_dir=shared.get("output_dir", output_dir),
-        overwrite=shared.get("overwrite", False), report=shared["report"],
-    )  # fmt: skip
+def outputs(shared: dict) -> jobs.Outputs:
+    """Where an image command's results go, from its shared options."""
+    return jobs.Outputs(shared["output"], shared["output_dir"], shared["overwrite"], shared["report"])

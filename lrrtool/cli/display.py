@@ -123,10 +123,6 @@ def finish_batch(report: dict, quiet: bool) -> None:
         raise typer.Exit(1)
 
 
-def psnr_text(entry: dict) -> str:
-    return f", PSNR {entry['metrics']['psnr']:.2f} dB" if "metrics" in entry else ""
-
-
 def announce_image(e: dict) -> str:
     """The line of a finished image: where it went, its time, steps or noise level, PSNR."""
     sigma = f"sigma {e['sigma_255']:.1f}/255, " if "sigma_255" in e else ""
