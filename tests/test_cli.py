@@ -294,3 +294,15 @@ def test_cuda_request_without_cuda_is_a_clean_error(small):
         pytest.skip("CUDA present")
     result = invoke("inpaint", small / "photo.png", "--mask", small / "mask.png", "--device", "cuda", "-q")
     assert result.exit_code == 1 and "no CUDA device" in result.output
+
+
+def test_a_loss_the_output_format_forces_is_said_on_the_console_and_in_the_report(small):
+    """An RGBA input written as JPEG: the console says the alpha is not kept, and so does
+    the report's entry; the exit code is 0 (the output is written)."""
+    Image.open(small / "photo.png").convert("RGBA").save(small / "cut.png")
+    report = small / "r.json"
+    result = invoke("denoise", small / "cut.png", "--sigma", 20, "--iters", 1, "-o", small / "cut.jpg", "--report",
+                    report)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "alpha not kept: JPEG cannot hold it" in result.output
+    assert json.loads(report.read_text())["results"][0]["warnings"] == ["alpha not kept: JPEG cannot hold it"]
