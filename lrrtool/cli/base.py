@@ -185,17 +185,15 @@ def pick(values: dict, group: dict) -> dict:
     return {name: values[name] for name in group if name in values}
 
 
-def runtime(shared: dict, threads: int | None = None, memory_gib: float = 2.0) -> jobs.Runtime:
-    """The request's runtime from the shared options."""
+def runtime(shared: dict) -> jobs.Runtime:
+    """The request's runtime from the shared options (a command without an option gets
+    the library's default)."""
     return jobs.Runtime(
         device=shared["device"].value, dtype=shared.get("dtype", DTypeName.float32).value,
-        threads=shared.get("threads", threads), memory_gib=shared.get("memory_gib", memory_gib),
+        threads=shared.get("threads"), memory_gib=shared.get("memory_gib", jobs.Runtime.memory_gib),
         ray=shared.get("use_ray", False), ray_address=shared.get("ray_address"),
         command_line=shlex.join(["lrrtool", *sys.argv[1:]]),
     )  # fmt: skip
-
-
-# ------------------------------------------------------------------ errors and progress
 
 
 def outputs(shared: dict) -> jobs.Outputs:

@@ -41,7 +41,7 @@ class Display:
     for a finished one, when not ``quiet``; skips, failures and notes always)."""
 
     def __init__(self, quiet: bool, announce: Callable[[dict], str | None] = lambda entry: None) -> None:
-        self.quiet, self.announce, self.bars, self.phases = quiet, announce, None, {}
+        self.quiet, self.announce, self.phases = quiet, announce, {}
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[note]}"),
                    TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn())  # fmt: skip
         self.display = None if quiet else Progress(*columns, console=console, transient=True)
@@ -67,7 +67,7 @@ class Display:
         if u.task not in self.phases:
             self.phases[u.task] = (self.display.add_task(escape(label), total=u.total, note=""), u.phase)
         bar, phase = self.phases[u.task]
-        if phase != u.phase and u.phase != "frames":  # a new phase: its own bar and time left
+        if phase != u.phase:  # a new phase: its own bar and time left
             self.display.reset(bar, total=u.total)
             self.phases[u.task] = (bar, u.phase)
         self.display.update(bar, description=escape(label), total=u.total, completed=u.done, note=escape(u.note))

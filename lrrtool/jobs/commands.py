@@ -109,11 +109,11 @@ def separate(request: SeparateRequest, listener: Listener = ignore, describe: De
     video = Path(r.video)
     folder = Path(out.output_dir) if out.output_dir is not None else _separation_folder(video, r.videos)
     check_report(out.report, [video])
-    existing = [folder / f"{name}.mp4" for name in r.videos if (folder / f"{name}.mp4").exists()]
-    if existing and not out.overwrite:
-        entry = skip_entry(video, existing[0], False)
+    skips = (skip_entry(video, folder / f"{name}.mp4", out.overwrite) for name in r.videos)
+    if (entry := next((e for e in skips if e is not None), None)) is not None:
         listener(Update(f"separate {video.name}", "skipped", entry=entry))
         return entry
+    media.check_constant_rate(video)  # once here: not again in each segment's task
     ray = ray_run(r.runtime.ray, r.runtime.ray_address, device)
     if r.segment_frames is not None and ray is None:
         raise LRRError("segment_frames splits the video into Ray tasks: give ray too", parameter="segment_frames",
@@ -139,8 +139,9 @@ def _separation_folder(video: Path, names: tuple[str, ...]) -> Path:
     holds another input's outputs (``clip.mov``'s, for ``clip.mkv``): two inputs never
     share one folder by default."""
     folder = video.with_name(f"{video.stem}.separated")
-    made = {media.video_comment(folder / f"{name}.mp4") for name in names} - {None}
-    if made and made != {videos.source_comment(video)}:
+    made = next((folder / f"{name}.mp4" for name in names if (folder / f"{name}.mp4").exists()), None)
+    comment = None if made is None else media.video_comment(made)  # None: made before videos were tagged
+    if comment is not None and comment != videos.source_comment(video):
         return video.with_name(f"{video.name}.separated")
     return folder
 
@@ -181,17 +182,17 @@ def complete(request: CompleteRequest, listener: Listener = ignore, describe: De
     for given in protect:
         media.existing_file(given, "a CSV file")
     check_report(out.report, protect)
+    task = f"complete {Path(r.ratings).name}"
     predict, target = r.predict, None
     if predict is not None:
         predict = Path(predict)
         target = Path(out.output) if out.output is not None else predict.with_name(f"{predict.stem}.predictions.csv")
         tables.check_predictions_path(target, protect)
         if (entry := skip_entry(predict, target, out.overwrite)) is not None:
-            listener(Update(f"complete {Path(r.ratings).name}", "skipped", entry=entry))
+            listener(Update(task, "skipped", entry=entry))
             if r.test_fraction is None:
                 return entry
             predict = target = None  # the held-out test still runs
-    task = f"complete {Path(r.ratings).name}"
     entry = ratings.complete_csv(
         Path(r.ratings), r.settings, predict=predict, target=target, test_fraction=r.test_fraction, device=device,
         callback=solver_updates(listener, task),

@@ -114,7 +114,7 @@ def separate_video(
                 del chunk  # not held while the next chunk is decoded
 
     writers: dict[str, media.VideoWriter] = {}
-    results, total, ok, created, poor, audio_notes = [], 0, False, [], [], []
+    results, total, ok, created, poor, codecs, audio_notes = [], 0, False, [], [], [], []
     total_done = [0]  # frames written, for the steps' updates
     task = task or f"separate {video.name}"
     frames_done = functools.partial(_frames_done, listener, task, started)
@@ -162,10 +162,8 @@ def separate_video(
         frames_done(total, total)  # the metadata's count can be an estimate
         for writer in writers.values():  # every video checked before any is moved into place
             writer.finish()
-        if audio:
-            for name in PICTURE_OUTPUTS & writers.keys():
-                note = writers[name].add_audio(video, start=clip.start / fps[0], duration=total / fps[0])
-                audio_notes += [f"{name}.mp4: {note}"] if note else []
+        adders = {name: writers[name].add_audio for name in PICTURE_OUTPUTS & writers.keys()} if audio else {}
+        codecs, audio_notes = _carry_streams(video, adders, start=clip.start / fps[0], duration=total / fps[0])
         for writer in writers.values():
             writer.commit()
         ok = True
@@ -188,8 +186,25 @@ def separate_video(
         "chunks": results,
         "warnings": separate_warnings(results, poor, total) + audio_notes,
         "poor_frames": poor,
-        "audio": media.audio_codecs(video) if audio and PICTURE_OUTPUTS & set(outputs) else [],
+        "audio": codecs,
     }
+
+
+def _carry_streams(
+    video: Path, adders: dict[str, Callable[..., str | None]], *, start: float, duration: float
+) -> tuple[list[str], list[str]]:
+    """The input's audio and subtitles put into each output by its ``adders[name]``
+    (:func:`lrrtool.media.add_audio` or a writer's), the input's header read once.
+    Returns the input's audio codecs and what was not kept, by output."""
+    if not adders:
+        return [], []
+    streams = media.stream_codecs(video)
+    notes = [
+        f"{name}.mp4: {note}"
+        for name in sorted(adders)
+        if (note := adders[name](video, start=start, duration=duration, streams=streams))
+    ]
+    return streams["Audio"], notes
 
 
 def source_comment(video: Path) -> str:
@@ -221,7 +236,6 @@ def _check_separate(video: Path, folder: Path, max_frames: int | None, outputs: 
     if unknown or not outputs:
         raise LRRError(f"outputs must be some of {', '.join(OUTPUT_VIDEOS)}, got {', '.join(outputs) or 'none'}")
     media.writable_folder(folder)
-    media.check_constant_rate(video)
 
 
 def _frames_plan(
@@ -349,12 +363,10 @@ def separate_segments(
             parts = [target / f"{name}.mp4" for target in plan]
             preset = VIDEO_PRESETS[name] if name in SEAMLESS_OUTPUTS else None
             media.join_videos(parts, joined / f"{name}.mp4", frames=total, fps=rate, preset=preset, protect=[video])
-        start = segments[0][0] / rate
-        audio_notes = [
-            f"{name}.mp4: {note}"
-            for name in PICTURE_OUTPUTS & set(outputs)
-            if (note := media.add_audio(joined / f"{name}.mp4", video, start=start, duration=total / rate))
-        ]
+        adders = {
+            name: functools.partial(media.add_audio, joined / f"{name}.mp4") for name in PICTURE_OUTPUTS & set(outputs)
+        }
+        codecs, audio_notes = _carry_streams(video, adders, start=segments[0][0] / rate, duration=total / rate)
         created = media.make_folder(folder)
         for name in outputs:
             os.replace(joined / f"{name}.mp4", folder / f"{name}.mp4")
@@ -383,7 +395,7 @@ def separate_segments(
         "chunks": chunks,
         "warnings": separate_warnings(chunks, poor, offset) + audio_notes,
         "poor_frames": poor,
-        "audio": media.audio_codecs(video) if PICTURE_OUTPUTS & set(outputs) else [],
+        "audio": codecs,
         "segments": [{"segment": k + 1, "start": a, "frames": n, "warmup": w} for k, (a, n, w) in enumerate(segments)],
         "join_seconds": round(join_seconds, 3),
     }

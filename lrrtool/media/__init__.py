@@ -30,9 +30,9 @@ from lrrtool.media.images import (
 )
 from lrrtool.media.videos import (
     STAGED_FRAMES,
-    audio_codecs,
     check_constant_rate,
     read_video_chunks,
+    stream_codecs,
     video_comment,
     video_probe,
 )
@@ -45,7 +45,6 @@ __all__ = [
     "VideoWriter",
     "add_audio",
     "atomic_path",
-    "audio_codecs",
     "check_constant_rate",
     "check_output",
     "existing_file",
@@ -60,6 +59,7 @@ __all__ = [
     "remove_empty",
     "remove_partial",
     "same_file",
+    "stream_codecs",
     "video_comment",
     "video_probe",
     "writable_folder",

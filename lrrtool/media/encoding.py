@@ -15,7 +15,7 @@ import torch
 
 from lrrtool.errors import LRRError
 from lrrtool.media.files import atomic_path, check_output
-from lrrtool.media.videos import audio_codecs, frame_size, run_ffmpeg, stream_codecs
+from lrrtool.media.videos import frame_size, run_ffmpeg, stream_codecs
 
 #: libx264's speed preset for the videos ``VideoWriter`` encodes: ``veryfast`` encodes
 #: 720p about 2.8x quicker than the default ``medium`` (measured: 1.97 s against 5.47 s
@@ -114,10 +114,12 @@ class VideoWriter:
         if problem:
             raise LRRError(f"{self.path}: cannot write ({problem})")
 
-    def add_audio(self, source: Path, *, start: float = 0.0, duration: float | None = None) -> str | None:
+    def add_audio(
+        self, source: Path, *, start: float = 0.0, duration: float | None = None, streams: dict | None = None
+    ) -> str | None:
         """After :meth:`finish`: the audio of ``source`` (see :func:`add_audio`) joins the
         still temporary file. Returns what was not kept as it was, or None."""
-        return add_audio(self._tmp, source, start=start, duration=duration)
+        return add_audio(self._tmp, source, start=start, duration=duration, streams=streams)
 
     def commit(self) -> None:
         """Move the finished file into place."""
@@ -188,14 +190,23 @@ def join_videos(
     return target
 
 
-def add_audio(video: Path, source: Path, *, start: float = 0.0, duration: float | None = None) -> str | None:
+def add_audio(
+    video: Path,
+    source: Path,
+    *,
+    start: float = 0.0,
+    duration: float | None = None,
+    streams: dict[str, list[str]] | None = None,
+) -> str | None:
     """Put the audio and subtitle streams of ``source`` (from ``start`` seconds, for
     ``duration`` seconds: the part the video's frames show) into the MP4 file ``video``,
     in place. Audio is copied without re-encoding (a codec MP4 cannot hold as it is is
     encoded to AAC); text subtitles become MP4's own text track (``mov_text``); picture
     subtitles, which MP4 cannot hold, are left out. Returns what was not kept as it was,
-    in words, or None (also when ``source`` has neither)."""
-    audio, subtitles = audio_codecs(source), stream_codecs(source, "Subtitle")
+    in words, or None (also when ``source`` has neither). ``streams``: the source's
+    :func:`~lrrtool.media.videos.stream_codecs`, when the caller has read them already."""
+    streams = stream_codecs(source) if streams is None else streams
+    audio, subtitles = streams["Audio"], streams["Subtitle"]
     if not audio and not subtitles:
         return None
     video = Path(video)

@@ -288,31 +288,35 @@ def check_constant_rate(source: Path) -> None:
         )
 
 
+def _header(path: Path) -> list[str]:
+    """ffmpeg's reading of a media file's header, a line each (none for a folder)."""
+    if not Path(path).is_file():
+        return []
+    return run_ffmpeg("-hide_banner", "-i", str(path)).stderr.splitlines()
+
+
 def video_comment(path: Path) -> str | None:
     """The ``comment`` tag of a video file (what :class:`VideoWriter` was given), or None."""
-    if not Path(path).is_file():
-        return None
-    probe = run_ffmpeg("-hide_banner", "-i", str(path))
-    for line in probe.stderr.splitlines():
+    for line in _header(path):
         key, _, value = line.strip().partition(":")
         if key.strip() == "comment":
             return value.strip()
     return None
 
 
-def stream_codecs(source: Path, kind: str) -> list[str]:
-    """The codecs of the ``kind`` (``Audio``, ``Subtitle``) streams of the file ``source``
-    (none for a folder of frames), from ffmpeg's reading of its header."""
-    if not Path(source).is_file():
-        return []
-    probe = run_ffmpeg("-hide_banner", "-i", str(source))
-    marker = f"{kind}:"
-    return [line.split(marker, 1)[1].split()[0].strip(",") for line in probe.stderr.splitlines() if marker in line]
+#: The stream kinds :func:`stream_codecs` lists.
+STREAM_KINDS = ("Audio", "Subtitle")
 
 
-def audio_codecs(source: Path) -> list[str]:
-    """The codecs of the audio streams of the file ``source``."""
-    return stream_codecs(source, "Audio")
+def stream_codecs(source: Path) -> dict[str, list[str]]:
+    """The codecs of the audio and subtitle streams of the file ``source`` by kind
+    (``{"Audio": ["aac"], "Subtitle": []}``; empty for a folder of frames), from one
+    reading of its header."""
+    lines = _header(source)
+    return {
+        kind: [line.split(f"{kind}:", 1)[1].split()[0].strip(",") for line in lines if f"{kind}:" in line]
+        for kind in STREAM_KINDS
+    }
 
 
 def frame_size(path: Path) -> tuple[int, int]:
