@@ -62,10 +62,12 @@ class ForwardModel(ABC):
 
 
 class Inpainting(ForwardModel):
-    """Pixels of ``observed`` ``(..., H, W)`` are known where ``missing`` (bool ``(H, W)``) is False."""
+    """Pixels of ``observed`` ``(..., H, W)`` are known where ``missing`` (bool ``(H, W)``, or
+    ``(T, 1, H, W)`` for a video ``(T, C, H, W)``) is False."""
 
     def __init__(self, observed: Tensor, missing: Tensor) -> None:
-        if missing.dtype != torch.bool or missing.shape != observed.shape[-2:]:
+        shapes = (observed.shape[-2:], (observed.shape[0], 1, *observed.shape[-2:]) if observed.ndim == 4 else None)
+        if missing.dtype != torch.bool or missing.shape not in shapes:
             raise LRRError(
                 f"the mask must be bool of shape {tuple(observed.shape[-2:])}, got {missing.dtype} "
                 f"{tuple(missing.shape)}",

@@ -5,13 +5,19 @@ An image ``(C, H, W)`` has ``L = (H-p+1)(W-p+1)`` overlapping ``p x p`` patches,
 vector of ``D = C p^2`` values (all channels jointly). A group is a reference patch and
 its ``K - 1`` nearest patches (squared Euclidean distance) inside a search window: a
 ``K x D`` matrix that is close to low rank for natural images.
+
+A video ``(T, C, H, W)`` has ``T L`` patches, ``L`` in each frame (frame ``t``'s first);
+its search window reaches ``reach`` frames back and forward as well (the same spatial
+window in each), so a group gathers the patch as the neighbouring frames show it. An
+image is the one-frame case: every function takes both, and gives an image's results
+for ``(C, H, W)``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +32,16 @@ GROUP_BATCH = 1024
 
 
 def all_patches(image: Tensor, patch: int) -> Tensor:
-    """Every ``patch x patch`` patch of ``(C, H, W)`` as rows: ``(L, C*patch^2)``."""
-    return F.unfold(image.unsqueeze(0), patch).squeeze(0).mT
+    """Every ``patch x patch`` patch of ``(C, H, W)`` as rows: ``(L, C*patch^2)``; of a
+    video ``(T, C, H, W)``, frame by frame: ``(T L, C*patch^2)``."""
+    if image.ndim == 3:
+        return F.unfold(image.unsqueeze(0), patch).squeeze(0).mT
+    return F.unfold(image, patch).mT.reshape(-1, image.shape[1] * patch**2)
+
+
+def as_video(image: Tensor) -> Tensor:
+    """``(T, C, H, W)``: a video as it is, an image ``(C, H, W)`` as one frame (a view)."""
+    return image if image.ndim == 4 else image.unsqueeze(0)
 
 
 def grid_positions(length: int, step: int) -> Tensor:
@@ -47,9 +61,14 @@ def search_offsets(window: int, search_step: int) -> list[tuple[int, int]]:
     return offsets
 
 
-def group_size(group: int, window: int, search_step: int) -> int:
+def frame_offsets(reach: int) -> list[int]:
+    """The frame shifts ``dt`` a search covers, its own frame first: ``0, -1, 1, ..., reach``."""
+    return [0, *(d for r in range(1, reach + 1) for d in (-r, r))]
+
+
+def group_size(group: int, window: int, search_step: int, reach: int = 0) -> int:
     """``K``: the patches a group holds, at most one per search offset."""
-    return min(group, len(search_offsets(window, search_step)))
+    return min(group, len(search_offsets(window, search_step)) * (2 * reach + 1))
 
 
 def group_indices(
@@ -63,63 +82,92 @@ def group_indices(
     search_step: int = 2,
     core: tuple[int, int, int, int] | None = None,
     chunk: int = 64,
+    reach: int = 0,
+    frames: tuple[int, int] | None = None,
 ) -> Tensor:
     """Indices ``(G, K)`` into :func:`all_patches` rows: for each reference patch on a grid
-    of step ``stride``, the ``K = group`` most similar patches (squared distance over all
-    channels) among the offsets ``-window, -window + search_step, ..., window`` in each
-    direction that stay inside the image (the reference itself first). ``select`` (bool
-    ``(H, W)``) keeps only references whose patch touches a True pixel; ``core``
-    ``(top, bottom, left, right)`` only references at rows ``top <= y < bottom`` and
-    columns ``left <= x < right`` (a tile's, see :func:`tile_crops`).
+    of step ``stride`` (in every frame of a video), the ``K = group`` most similar patches
+    (squared distance over all channels) among the offsets ``-window, -window +
+    search_step, ..., window`` in each direction that stay inside the image, in its own
+    frame and the ``reach`` frames before and after it (the reference itself first).
+    ``select`` (bool ``(H, W)``, or ``(T, H, W)`` for a video) keeps only references whose
+    patch touches a True pixel; ``core`` ``(top, bottom, left, right)`` only references at
+    rows ``top <= y < bottom`` and columns ``left <= x < right`` (a tile's, see
+    :func:`tile_crops`), ``frames`` ``(first, stop)`` only references in those frames (the
+    others are searched, not grouped).
 
     Exact search, a few offsets at a time: the distance of a reference patch to its
     shifted copy is a box mean of the squared difference image, summed only at the
     reference grid (``avg_pool2d`` with the grid's stride), so the cost is
-    ``O(offsets * H * W)`` for the differences plus ``O(offsets * G * patch^2)`` for the
-    windows, and a running top-K keeps memory at ``O(G * (K + chunk))`` beyond the batch.
+    ``O(offsets * T * H * W)`` for the differences plus ``O(offsets * G * patch^2)`` for
+    the windows, and a running top-K keeps memory at ``O(G * (K + chunk))`` beyond the batch.
     """
-    H, W = image.shape[-2:]
+    video = as_video(image)
+    T, H, W = video.shape[0], *video.shape[-2:]
+    device = video.device
     ny, nx = H - patch + 1, W - patch + 1
     if ny < 1 or nx < 1:
-        return torch.zeros((0, group), dtype=torch.long, device=image.device)
+        return torch.zeros((0, group), dtype=torch.long, device=device)
     y_grid, x_grid = grid_positions(ny, stride), grid_positions(nx, stride)
-    ry, rx = torch.meshgrid(y_grid, x_grid, indexing="ij")
-    ry, rx = ry.reshape(-1).to(image.device), rx.reshape(-1).to(image.device)
-    cell = torch.arange(ry.numel(), device=image.device)  # position of each reference in the grid
+    f0, f1 = frames or (0, T)
+    rt, ry, rx = torch.meshgrid(torch.arange(f0, f1), y_grid, x_grid, indexing="ij")
+    rt, ry, rx = (v.reshape(-1).to(device) for v in (rt, ry, rx))
+    cell = torch.arange(ry.numel(), device=device)  # position of each reference in the frames' grids
     keep = torch.ones_like(ry, dtype=torch.bool)
     if select is not None:
-        touched = F.max_pool2d(select[None, None].float(), patch, stride=1).reshape(ny, nx) > 0
-        keep &= touched[ry, rx]
+        touched = F.max_pool2d(select.reshape(-1, 1, H, W).float(), patch, stride=1).reshape(-1, ny, nx) > 0
+        keep &= touched[rt if touched.shape[0] > 1 else 0, ry, rx]
     if core is not None:
         keep &= (ry >= core[0]) & (ry < core[1]) & (rx >= core[2]) & (rx < core[3])
-    ry, rx, cell = ry[keep], rx[keep], cell[keep]
-    offsets = search_offsets(window, search_step)
+    rt, ry, rx, cell = rt[keep], ry[keep], rx[keep], cell[keep]
+    offsets = [
+        (dt, dy, dx) for dt in frame_offsets(min(reach, T - 1)) for dy, dx in search_offsets(window, search_step)
+    ]
     k = min(group, len(offsets))
     if ry.numel() == 0:
-        return torch.zeros((0, k), dtype=torch.long, device=image.device)
-    padded = F.pad(image, (window, window, window, window))
-    reference = ry * nx + rx
+        return torch.zeros((0, k), dtype=torch.long, device=device)
+    padded = F.pad(video, (window, window, window, window))
+    L = ny * nx
+    reference = rt * L + ry * nx + rx
     extra = (len(y_grid) > len(range(0, ny, stride)), len(x_grid) > len(range(0, nx, stride)))
-    best_distance = torch.full((ry.numel(), 0), float("inf"), dtype=image.dtype, device=image.device)
-    best_index = torch.zeros((ry.numel(), 0), dtype=torch.long, device=image.device)
-    # Differences of `pooled` offsets at a time (a stack of about 32 MB at most); the
-    # running top-K merges every `chunk` offsets.
-    pooled = int(max(1, min(8, 2**25 // (image.numel() * image.element_size()))))
+    best_distance = torch.full((ry.numel(), 0), float("inf"), dtype=video.dtype, device=device)
+    best_index = torch.zeros((ry.numel(), 0), dtype=torch.long, device=device)
+    # Differences of `pooled` offsets of one frame shift at a time (a stack of about 32 MB
+    # at most); the running top-K merges every `chunk` offsets.
+    pooled = int(max(1, min(8, 2**25 // (video.numel() * video.element_size()))))
     for start in range(0, len(offsets), chunk):
         distances, indices = [], []
-        for first in range(start, min(start + chunk, len(offsets)), pooled):
-            batch = offsets[first : min(first + pooled, start + chunk)]
+        first = start
+        while first < min(start + chunk, len(offsets)):
+            dt = offsets[first][0]
+            last = first + 1
+            while last < min(first + pooled, start + chunk, len(offsets)) and offsets[last][0] == dt:
+                last += 1
+            batch = offsets[first:last]
+            first = last
+            lo, hi = max(f0, -dt), min(f1, T - dt)  # reference frames whose frame t + dt exists
+            if hi <= lo:
+                continue
             shifted = torch.stack(
-                [padded[..., window + dy : window + dy + H, window + dx : window + dx + W] for dy, dx in batch]
+                [
+                    padded[lo + dt : hi + dt, :, window + y : window + y + H, window + x : window + x + W]
+                    for _, y, x in batch
+                ]
             )
-            boxes = _grid_box_means((image - shifted).square().sum(1, keepdim=True), patch, stride, extra)
-            distance = boxes.reshape(len(batch), -1)[:, cell].mT  # (R, n)
-            shift = torch.tensor(batch, device=image.device)
+            squared = (video[lo:hi] - shifted).square().sum(2)  # (n, frames, H, W)
+            boxes = _grid_box_means(squared.reshape(-1, 1, H, W), patch, stride, extra).reshape(len(batch), -1)
+            if (lo, hi) != (f0, f1):  # no frame t + dt: no distance
+                cells = boxes.shape[1] // (hi - lo)
+                boxes = F.pad(boxes, ((lo - f0) * cells, (f1 - hi) * cells), value=float("inf"))
+            distance = boxes[:, cell].mT  # (R, n)
+            shift = torch.tensor([(y, x) for _, y, x in batch], device=device)
             cy, cx = ry[:, None] + shift[:, 0], rx[:, None] + shift[:, 1]
-            inside = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx)
+            inside = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx) & (rt[:, None] + dt >= 0) & (rt[:, None] + dt < T)
             distance = distance.masked_fill(~inside, float("inf"))
-            distances.append(distance.masked_fill((shift == 0).all(1), -1.0))  # the reference first
-            indices.append(torch.where(inside, cy * nx + cx, reference[:, None]))
+            if dt == 0:
+                distance = distance.masked_fill((shift == 0).all(1), -1.0)  # the reference first
+            distances.append(distance)
+            indices.append(torch.where(inside, (rt[:, None] + dt) * L + cy * nx + cx, reference[:, None]))
         best_distance = torch.cat([best_distance, *distances], 1)
         best_index = torch.cat([best_index, *indices], 1)
         if best_distance.shape[1] > k:
@@ -173,33 +221,81 @@ def tile_crops(
     ]
 
 
+def fit_crop(
+    crop: tuple[slice, slice, tuple[int, int, int, int]],
+    touched: Tensor,
+    *,
+    patch: int,
+    stride: int,
+    window: int,
+    height: int,
+    width: int,
+) -> tuple[slice, slice, tuple[int, int, int, int]] | None:
+    """A crop of :func:`tile_crops` cut down to what the references of its square that
+    ``touched`` (bool ``(H - patch + 1, W - patch + 1)``, True at the positions kept) read:
+    the same groups from a smaller crop (holes a few pixels high in a square tile); None
+    when the square keeps no reference. The crop still starts on the reference grid."""
+    rows, cols, (top, bottom, left, right) = crop
+    y0, x0 = rows.start + top, cols.start + left  # the square, in the image
+    region = touched[y0 : rows.start + bottom, x0 : cols.start + right]
+    if not bool(region.any()):
+        return None
+
+    def span(hits: Tensor, first: int, length: int) -> tuple[slice, int, int]:
+        where = torch.nonzero(hits).flatten()
+        low, high = first + int(where[0]), first + int(where[-1]) + 1  # kept positions low..high-1
+        start = max(0, (low - window) // stride * stride)
+        return slice(start, min(length, high - 1 + window + patch)), low - start, high - start
+
+    new_rows, top, bottom = span(region.any(1), y0, height)
+    new_cols, left, right = span(region.any(0), x0, width)
+    return new_rows, new_cols, (top, bottom, left, right)
+
+
 @dataclass(frozen=True)
 class Tile:
     """A tile's groups: rows ``index`` ``(g, K)`` (int32) of :func:`all_patches` of the
-    crop ``image[:, rows, cols]``; they are groups ``first .. first + g - 1`` of the whole."""
+    crop ``image[..., rows, cols]`` (every frame of a video); they are groups
+    ``first .. first + g - 1`` of the whole."""
 
     rows: slice
     cols: slice
     index: Tensor
     first: int
+    frames: slice = field(default_factory=lambda: slice(0, 1))
+
+    def crop(self, signal: Tensor) -> Tensor:
+        """The tile's crop of an image ``(C, H, W)`` or a video ``(T, C, H, W)`` (its frames)."""
+        if signal.ndim == 3:
+            return signal[:, self.rows, self.cols]
+        return signal[self.frames, :, self.rows, self.cols]
 
     def shape(self, patch: int) -> tuple[int, int, int]:
-        """``(h, w, L)``: the crop's size and its number of patches."""
+        """``(h, w, L)``: the crop's size and its number of patches in one frame."""
         h, w = self.rows.stop - self.rows.start, self.cols.stop - self.cols.start
         return h, w, (h - patch + 1) * (w - patch + 1)
 
 
+def _fold(rows: Tensor, frames: int, size: tuple[int, int], patch: int) -> Tensor:
+    """Sum patch rows ``(frames L, D)`` (:func:`all_patches` order) into ``(frames, D / patch^2, h, w)``."""
+    return F.fold(rows.reshape(frames, -1, rows.shape[-1]).mT, size, patch)
+
+
 class PatchGroups:
-    """Groups of similar patches found on an image ``(C, H, W)`` (see :func:`group_indices`):
-    gathers them from any image of that size and averages patch estimates back.
+    """Groups of similar patches found on an image ``(C, H, W)`` or a video ``(T, C, H, W)``
+    (see :func:`group_indices`; ``reach``: frames searched before and after a reference's
+    own): gathers them from any signal of that shape and averages patch estimates back.
 
     ``tile``: the groups are found and used a square of ``tile x tile`` reference
-    positions at a time (:func:`tile_crops`), on :func:`lrrtool.workers.run_all`'s
-    workers; None: one tile. The groups are the same either way (listed tile by tile);
-    only the memory a step needs shrinks with the tile. :meth:`map` hands a tile's
-    groups over ``batch`` at a time. ``progress(done, total)`` follows the tiles.
+    positions at a time (:func:`tile_crops`), and ``span`` frames at a time (with the
+    ``reach`` frames around them; None: every frame), on :func:`lrrtool.workers.run_all`'s
+    workers; None: one tile. The groups are the same
+    either way (listed tile by tile); only the memory a step needs shrinks with the tile.
+    :meth:`map` hands a tile's groups over ``batch`` at a time. ``progress(done, total)``
+    follows the tiles.
 
-    ``covered`` (bool ``(H, W)``): pixels that some grouped patch covers.
+    ``covered`` (bool ``(H, W)``; ``(T, 1, H, W)`` for a video): pixels that some grouped
+    patch covers.
     """
 
     def __init__(
@@ -212,58 +308,80 @@ class PatchGroups:
         window: int,
         select: Tensor | None = None,
         search_step: int = 2,
+        reach: int = 0,
         tile: int | None = None,
+        span: int | None = None,
         batch: int = GROUP_BATCH,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.patch, self.shape, self.batch = patch, image.shape, batch
-        self.size = group_size(group, window, search_step)
-        H, W = image.shape[-2:]
+        video = as_video(image)
+        T, H, W = video.shape[0], *video.shape[-2:]
+        reach = min(reach, T - 1)
+        self.size = group_size(group, window, search_step, reach)
         side = tile or -(-max(H, W) // stride) * stride
-        crops = tile_crops(H, W, patch=patch, stride=stride, window=window, side=side)
+        squares = tile_crops(H, W, patch=patch, stride=stride, window=window, side=side)
+        if select is not None:
+            select = select.reshape(-1, H, W)
+            touched = F.max_pool2d(select.any(0)[None, None].float(), patch, stride=1)[0, 0] > 0
+            fit = {"patch": patch, "stride": stride, "window": window, "height": H, "width": W}
+            squares = [c for c in (fit_crop(crop, touched, **fit) for crop in squares) if c is not None]
+        spans = [(a, min(a + (span or T), T)) for a in range(0, T, span or T)]
+        crops = [(first, stop, *square) for first, stop in spans for square in squares]
 
-        def find(crop: tuple[slice, slice, tuple[int, int, int, int]]) -> tuple[Tensor, Tensor]:
-            rows, cols, core = crop
+        def find(crop) -> tuple[Tensor, Tensor]:
+            first, stop, rows, cols, core = crop
+            frames = slice(max(first - reach, 0), min(stop + reach, T))
+            chosen = None if select is None else select[frames if select.shape[0] > 1 else slice(None), rows, cols]
             index = group_indices(
-                image[:, rows, cols], patch=patch, group=group, stride=stride, window=window, search_step=search_step,
-                select=None if select is None else select[rows, cols], core=core,
+                video[frames, :, rows, cols], patch=patch, group=group, stride=stride, window=window,
+                search_step=search_step, select=chosen, core=core, reach=reach,
+                frames=(first - frames.start, stop - frames.start),
             )  # fmt: skip
             h, w = rows.stop - rows.start, cols.stop - cols.start
-            count = image.new_zeros((h - patch + 1) * (w - patch + 1))
-            count.index_add_(0, index.reshape(-1), image.new_ones(index.numel()))
-            coverage = F.fold(count.expand(patch**2, -1).unsqueeze(0), (h, w), patch)[0, 0]
-            return index.to(torch.int32), coverage
+            count = video.new_zeros((frames.stop - frames.start) * (h - patch + 1) * (w - patch + 1))
+            count.index_add_(0, index.reshape(-1), video.new_ones(index.numel()))
+            return index.to(torch.int32), _fold(count[:, None].expand(-1, patch**2), frames.stop - frames.start,
+                                               (h, w), patch)  # fmt: skip
 
-        coverage = image.new_zeros(H, W)
+        coverage = video.new_zeros(T, 1, H, W)
         self.tiles: list[Tile] = []
         first = 0
-        for (rows, cols, _), (index, counted) in zip(crops, run_all(find, crops, done=progress), strict=True):
+        for (a, b, rows, cols, _), (index, counted) in zip(crops, run_all(find, crops, done=progress), strict=True):
             if index.shape[0]:
-                self.tiles.append(Tile(rows, cols, index, first))
+                frames = slice(max(a - reach, 0), min(b + reach, T))
+                self.tiles.append(Tile(rows, cols, index, first, frames))
                 first += index.shape[0]
-                coverage[rows, cols] += counted
+                coverage[frames, :, rows, cols] += counted
+        if image.ndim == 3:
+            coverage = coverage[0, 0]
         self.count = first
         self.covered = coverage > 0
         self.weight = 1 / coverage.clamp_min(1)
 
     @property
     def index(self) -> Tensor:
-        """``(G, K)`` rows of :func:`all_patches` of the whole image."""
-        nx, parts = self.shape[-1] - self.patch + 1, []
+        """``(G, K)`` rows of :func:`all_patches` of the whole signal."""
+        ny, nx, parts = self.shape[-2] - self.patch + 1, self.shape[-1] - self.patch + 1, []
         for tile in self.tiles:
+            _, _, crop_patches = tile.shape(self.patch)
             crop_nx = tile.cols.stop - tile.cols.start - self.patch + 1
             local = tile.index.long()
-            parts.append((local // crop_nx + tile.rows.start) * nx + local % crop_nx + tile.cols.start)
+            frame, local = local // crop_patches + tile.frames.start, local % crop_patches
+            y, x = local // crop_nx + tile.rows.start, local % crop_nx + tile.cols.start
+            parts.append(frame * ny * nx + y * nx + x)
         return torch.cat(parts) if parts else torch.zeros((0, self.size), dtype=torch.long, device=self.weight.device)
 
     def gather(self, image: Tensor) -> Tensor:
         """``(G, K, C patch^2)`` patch groups of ``image``."""
-        parts = [all_patches(image[:, t.rows, t.cols], self.patch)[t.index.long()] for t in self.tiles]
-        return torch.cat(parts) if parts else image.new_zeros(0, self.size, image.shape[0] * self.patch**2)
+        parts = [all_patches(t.crop(image), self.patch)[t.index.long()] for t in self.tiles]
+        channels = image.shape[-3]
+        return torch.cat(parts) if parts else image.new_zeros(0, self.size, channels * self.patch**2)
 
     def average(self, groups: Tensor) -> Tensor:
-        """Mean of every group estimate of each pixel, ``(C, H, W)``; 0 where uncovered."""
-        total = groups.new_zeros(groups.shape[-1] // self.patch**2, *self.shape[-2:])
+        """Mean of every group estimate of each pixel, shaped like the signal; 0 where uncovered."""
+        channels = groups.shape[-1] // self.patch**2
+        total = groups.new_zeros(*self.shape[:-3], channels, *self.shape[-2:])
         return self._map(total, lambda part, _: groups[part], None) * self.weight
 
     def map(
@@ -277,52 +395,68 @@ class PatchGroups:
         return torch.where(self.covered, total.mul_(self.weight), image)
 
     def _map(self, total: Tensor, estimate, image: Tensor | None, progress=None) -> Tensor:
-        """Sum into ``total`` ``(C, H, W)`` the patch estimates ``estimate(part, patches)``
+        """Sum into ``total`` (the signal's shape) the patch estimates ``estimate(part, patches)``
         of every group: ``(g, K, D)`` for the groups ``part``, given their patches of
         ``image`` (None without an image)."""
         lock = threading.Lock()
+        channels = total.shape[-3]
 
         def one(tile: Tile) -> None:
             h, w, rows = tile.shape(self.patch)
-            patches = None if image is None else all_patches(image[:, tile.rows, tile.cols], self.patch)
-            summed = total.new_zeros(rows, total.shape[0] * self.patch**2)
+            frames = tile.frames.stop - tile.frames.start
+            patches = None if image is None else all_patches(tile.crop(image), self.patch)
+            summed = total.new_zeros(frames * rows, channels * self.patch**2)
             for first in range(0, tile.index.shape[0], self.batch):
                 index = tile.index[first : first + self.batch].long()
                 part = slice(tile.first + first, tile.first + first + index.shape[0])
                 out = estimate(part, None if patches is None else patches[index])
                 summed.index_add_(0, index.reshape(-1), out.reshape(-1, out.shape[-1]))
-            folded = F.fold(summed.mT.unsqueeze(0), (h, w), self.patch)[0]
+            folded = _fold(summed, frames, (h, w), self.patch)
             with lock:
-                total[:, tile.rows, tile.cols] += folded
+                if total.ndim == 3:
+                    total[:, tile.rows, tile.cols] += folded[0]
+                else:
+                    total[tile.frames, :, tile.rows, tile.cols] += folded
 
         run_all(one, self.tiles, done=progress)
         return total
 
     def group_means(self, values: Tensor) -> Tensor:
-        """``(G,)``: the mean of ``values`` ``(C, H, W)`` over each group's patches."""
+        """``(G,)``: the mean of ``values`` (the signal's shape) over each group's patches."""
 
         def one(tile: Tile) -> Tensor:
-            return all_patches(values[:, tile.rows, tile.cols], self.patch).mean(-1)[tile.index.long()].mean(-1)
+            return all_patches(tile.crop(values), self.patch).mean(-1)[tile.index.long()].mean(-1)
 
         parts = run_all(one, self.tiles)
         return torch.cat(parts) if parts else values.new_zeros(0)
 
 
 def tile_memory(
-    channels: int, side: int, *, patch: int, group: int, stride: int, window: int, search_step: int, itemsize: int
+    channels: int,
+    side: int,
+    *,
+    patch: int,
+    group: int,
+    stride: int,
+    window: int,
+    search_step: int,
+    itemsize: int,
+    frames: int = 1,
+    reach: int = 0,
 ) -> int:
-    """Bytes one worker needs for a tile of ``side x side`` reference positions: the larger
-    of finding its groups and shrinking them :data:`GROUP_BATCH` at a time.
+    """Bytes one worker needs for a tile of ``side x side`` reference positions (in each of
+    ``frames`` frames): the larger of finding its groups and shrinking them
+    :data:`GROUP_BATCH` at a time.
 
     Measured by the process's peak (``VmHWM``) around finding the groups of, and one prox
     on, whole 256x256 and 512x512 images (colour K 64 and 32, grey K 48), and rounded
     up: finding, about ``100 (K + 64)`` bytes per group (the running top-K and the distances
     of a chunk of offsets) and 40 values per crop pixel and channel (shifted copies);
     shrinking, ``6 K D`` values per group of a batch and two ``L x D`` buffers of the crop."""
-    K = group_size(group, window, search_step)
+    K = group_size(group, window, search_step, reach)
     D = channels * patch**2
-    groups = (-(-side // stride)) ** 2
-    crop = (side + 2 * window + patch) ** 2
+    groups = (-(-side // stride)) ** 2 * frames
+    crop = (side + 2 * window + patch) ** 2 * frames
     finding = groups * 100 * (K + 64) + crop * channels * itemsize * 40
     shrinking = min(groups, GROUP_BATCH) * 6 * K * D * itemsize + 2 * crop * D * itemsize
     return max(finding, shrinking)
@@ -336,17 +470,28 @@ SHARED_TILE = 128
 
 
 def plan_tile(
-    shape: tuple[int, ...], *, budget: int, workers: int, patch: int, group: int, stride: int, window: int,
-    search_step: int, itemsize: int,
+    shape: tuple[int, ...],
+    *,
+    budget: int,
+    workers: int,
+    patch: int,
+    group: int,
+    stride: int,
+    window: int,
+    search_step: int,
+    itemsize: int,
+    reach: int = 0,
 ) -> int | None:
     """The tile side (reference positions, a multiple of ``stride``) for an image of
     ``shape`` ``(C, H, W)``: the largest whose ``workers`` tiles fit in ``budget`` bytes
-    (:func:`tile_memory`), made smaller while there are fewer tiles than workers and each
-    stays at least :data:`SHARED_TILE`; None for one tile. The smallest tile is
+    (:func:`tile_memory`), halved while the tiles do not share evenly over the workers
+    and each stays at least :data:`SHARED_TILE`; None for one tile. The smallest tile is
     ``MIN_TILE_STRIDES * stride`` (:func:`tile_memory` says what it needs), taken even
     when it does not fit."""
     C, H, W = shape[-3:]
+    frames = shape[0] if len(shape) == 4 else 1
     options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
+    options |= {"frames": frames, "reach": reach}
 
     def fits(side: int) -> bool:
         return workers * tile_memory(C, side, itemsize=itemsize, **options) <= budget
@@ -355,7 +500,17 @@ def plan_tile(
     side = MIN_TILE_STRIDES * stride
     while side < whole and fits(side + stride):
         side += stride
-    tiles = lambda side: -(-(H - patch + 1) // side) * -(-(W - patch + 1) // side)  # noqa: E731
-    while tiles(side) < workers and side // 2 >= SHARED_TILE:
+    ny, nx = H - patch + 1, W - patch + 1
+
+    def uneven(side: int) -> bool:
+        """The busiest worker has 30 % more than its share: too few tiles, or a few unequal
+        ones (a 236x316 grid in tiles of 268: 236x268 and 236x48)."""
+        lengths = lambda n: [min(side, n - a) for a in range(0, n, side)]  # noqa: E731
+        loads = [0] * workers
+        for area in sorted((h * w for h in lengths(ny) for w in lengths(nx)), reverse=True):
+            loads[loads.index(min(loads))] += area  # the next tile to the least busy worker
+        return max(loads) > 1.3 * ny * nx / workers
+
+    while uneven(side) and side // 2 >= SHARED_TILE:
         side = -(-side // 2 // stride) * stride
     return None if side >= whole else side

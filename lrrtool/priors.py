@@ -96,11 +96,12 @@ class FramesAsColumns(Lift):
 
 
 class PatchGroupLift(Lift):
-    """Groups of similar patches of an image ``(C, H, W)`` (see :class:`lrrtool.patches.PatchGroups`),
-    each a centred ``K x C p^2`` matrix. Call :meth:`refresh` with an image before use;
-    ``select`` (bool ``(H, W)``) keeps only groups whose reference patch touches it;
+    """Groups of similar patches of an image ``(C, H, W)`` or a video ``(T, C, H, W)`` (searched
+    ``reach`` frames each way; see :class:`lrrtool.patches.PatchGroups`), each a centred
+    ``K x C p^2`` matrix. Call :meth:`refresh` with a signal before use;
+    ``select`` (bool ``(H, W)``, or ``(T, H, W)``) keeps only groups whose reference patch touches it;
     ``tile``: the groups are found and shrunk a tile of ``tile x tile`` reference
-    positions at a time (None: at once; the result is the same)."""
+    positions (and ``span`` frames) at a time (None: at once; the result is the same)."""
 
     centred = True
 
@@ -114,14 +115,18 @@ class PatchGroupLift(Lift):
         search_step: int = 1,
         select: Tensor | None = None,
         tile: int | None = None,
+        reach: int = 0,
+        span: int | None = None,
     ) -> None:
         self.options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
+        self.options |= {"reach": reach, "span": span}
         self.tile = tile
         self.select = select
         self.groups: PatchGroups | None = None
 
     def refresh(self, x: Tensor, progress: Tick | None = None) -> None:
-        _check_ndim(x, 3, "an image (C, H, W)")
+        if x.ndim != 4:
+            _check_ndim(x, 3, "an image (C, H, W) or a video (T, C, H, W)")
         self.groups = None  # the old groups' memory is free while the new ones are found
         self.groups = PatchGroups(x.detach(), select=self.select, tile=self.tile, progress=progress, **self.options)
 
@@ -141,7 +146,7 @@ class PatchGroupLift(Lift):
         return self._found(x).map(x, work, progress)
 
     def matrix_shape(self, x: Tensor) -> tuple[int, int]:
-        return self._found(x).size, int(x.shape[0]) * self.options["patch"] ** 2
+        return self._found(x).size, int(x.shape[-3]) * self.options["patch"] ** 2
 
 
 def noise_threshold(lam: float, noise: Tensor | float, count: int) -> tuple[Tensor | float, Tensor | float]:

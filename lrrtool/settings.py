@@ -58,6 +58,8 @@ class TaskSettings:
     nonnegative: ClassVar[tuple[str, ...]] = ("lam",)
     #: gamma used when ``gamma`` is None and the penalty takes one (None: the penalty's own).
     default_gamma: ClassVar[float | None] = None
+    #: What a video takes instead of the choice's defaults (:meth:`for_video`).
+    video_defaults: ClassVar[dict[str, object]] = {}
 
     @property
     def choice(self) -> str:
@@ -104,6 +106,17 @@ class TaskSettings:
     def resolved(self):
         """A copy with the choice's defaults filled in."""
         return replace(self, **self.resolved_values())
+
+    def for_video(self):
+        """A copy with ``video_defaults`` in the settings that neither the user nor the
+        preset sets (not resolved)."""
+        preset = self.presets.get(self.choice, {}).get(self.preset, {})
+        unset = {
+            k: v
+            for k, v in self.video_defaults.items()
+            if getattr(self, k) is None and k not in preset and self.choice in self.applies_to.get(k, (self.choice,))
+        }
+        return replace(self, **unset)
 
     def check(self, s: dict[str, object]) -> None:
         """Validate the resolved values ``s`` (subclasses add their own checks)."""

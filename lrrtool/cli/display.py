@@ -124,9 +124,12 @@ def finish_batch(report: dict, quiet: bool) -> None:
 
 
 def announce_image(e: dict) -> str:
-    """The line of a finished image: where it went, its time, steps or noise level, PSNR."""
+    """The line of a finished image or clip: where it went, its time, steps or noise level
+    (a clip: frames and rate), PSNR."""
     sigma = f"sigma {e['sigma_255']:.1f}/255, " if "sigma_255" in e else ""
-    steps = "" if "sigma_255" in e else f", {e['iterations']} steps"
+    steps = "" if "sigma_255" in e or "iterations" not in e else f", {e['iterations']} steps"
+    if "frames" in e:  # a clip
+        steps += f", {e['frames']} frames at {e['fps']:.2f} fps"
     psnr = f", PSNR {e['metrics']['psnr']:.2f} dB" if "metrics" in e else ""
     return f"{e['input']} -> {e['output']} ({sigma}{e['seconds']:.1f} s{steps}{psnr})"
 

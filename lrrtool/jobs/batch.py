@@ -36,7 +36,8 @@ def expand_inputs(patterns: list[str] | tuple[str, ...]) -> list[Path]:
 
 
 def output_path(source: Path, output: Path | None, output_dir: Path | None, suffix: str, many: bool) -> Path:
-    """``output``, or ``NAME.suffix.png`` in ``output_dir`` (default: beside the input)."""
+    """``output``, or ``NAME.suffix.png`` in ``output_dir`` (default: beside the input);
+    for a clip ``NAME.suffix.mp4`` (a video) or ``NAME.suffix`` (a folder of frames)."""
     if output is not None and many:
         raise LRRError("output names one file; with several inputs use output_dir", parameter="output",
                        mentions=("output_dir",))  # fmt: skip
@@ -45,7 +46,14 @@ def output_path(source: Path, output: Path | None, output_dir: Path | None, suff
     if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
         raise LRRError(f"{output_dir}: exists and is not a folder")
     folder = source.parent if output_dir is None else Path(output_dir)
-    return folder / f"{source.stem}.{suffix}.png"  # created when the first output is written
+    return folder / f"{source.stem}.{suffix}{_kind(source)}"  # created when the first output is written
+
+
+def _kind(source: Path) -> str:
+    """An output's ending by its input's kind: a PNG, a video (``.mp4``) or a folder of frames."""
+    if not media.is_clip(source):
+        return ".png"
+    return "" if source.is_dir() else ".mp4"
 
 
 def image_targets(
@@ -63,7 +71,7 @@ def image_targets(
         seen.setdefault(name.resolve(), []).append(path)
     for shared in (paths for paths in seen.values() if len(paths) > 1):
         for path in shared:
-            names[path] = names[path].with_name(f"{path.name}.{suffix}.png")
+            names[path] = names[path].with_name(f"{path.name}.{suffix}{_kind(path)}")
     final: dict[Path, Path] = {}
     for path, name in names.items():
         if (other := final.setdefault(name.resolve(), path)) != path:
@@ -72,6 +80,10 @@ def image_targets(
             )
 
     def target(path: Path) -> Path:
+        if media.is_clip(path):
+            from lrrtool.jobs.clips import clip_target
+
+            return clip_target(path, names[path], None, suffix)
         return media.check_output(names[path], protect, image=True)
 
     return target

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lrrtool import media
 from lrrtool.errors import LRRError
-from lrrtool.jobs import images, ratings, videos
+from lrrtool.jobs import clips, images, ratings, videos
 from lrrtool.jobs.batch import (
     check_report,
     expand_inputs,
@@ -57,9 +57,27 @@ def inpaint(request: InpaintRequest, listener: Listener = ignore, describe: Desc
 
 
 def _inpaint_one(path: Path, target: Path, *, mask: Path | None, mask_dir: Path | None, drop, **options) -> dict:
-    """One input of :func:`inpaint`: its mask found, then :func:`lrrtool.jobs.images.inpaint_file`."""
+    """One input of :func:`inpaint`: its mask found, then :func:`lrrtool.jobs.images.inpaint_file`
+    (a clip: :func:`lrrtool.jobs.clips.inpaint_clip`)."""
+    if media.is_clip(path):
+        if mask is None or str(mask) == images.ALPHA_MASK:
+            raise LRRError("a clip is inpainted with mask (one image, or a folder or video of masks)",
+                           parameter="mask")  # fmt: skip
+        if options.pop("reference") is not None:
+            raise LRRError("reference applies to images, not clips", parameter="reference")
+        return clips.inpaint_clip(path, target, mask=Path(mask), **options)
     found = None if drop is not None else media.find_mask(path, mask=mask, mask_dir=mask_dir)
     return images.inpaint_file(path, target, mask=found, drop=drop, **options)
+
+
+def _denoise_one(path: Path, target: Path, *, reference: Path | None, **options) -> dict:
+    """One input of :func:`denoise`: :func:`lrrtool.jobs.images.denoise_file` (a clip:
+    :func:`lrrtool.jobs.clips.denoise_clip`)."""
+    if media.is_clip(path):
+        if reference is not None:
+            raise LRRError("reference applies to images, not clips", parameter="reference")
+        return clips.denoise_clip(path, target, **options)
+    return images.denoise_file(path, target, reference=reference, **options)
 
 
 def denoise(request: DenoiseRequest, listener: Listener = ignore, describe: Describe = str) -> dict:
@@ -70,7 +88,7 @@ def denoise(request: DenoiseRequest, listener: Listener = ignore, describe: Desc
     if r.sigma is not None and not 0 < r.sigma < 255:
         raise LRRError(f"sigma must be in (0, 255), got {r.sigma}", parameter="sigma")
     sigma = None if r.sigma is None else r.sigma / 255
-    work = functools.partial(images.denoise_file, settings=r.settings, sigma=sigma, reference=r.reference)
+    work = functools.partial(_denoise_one, settings=r.settings, sigma=sigma, reference=r.reference)
     return _image_batch("denoise", r, work, (r.reference,), listener, describe)
 
 
@@ -83,7 +101,7 @@ def _image_batch(command: str, request, work: functools.partial, files: tuple, l
     inputs = expand_inputs(r.inputs)
     protect = list(inputs) + [Path(x) for x in files if x is not None]
     for given in files:
-        if given is not None:
+        if given is not None and not (media.is_clip(given) and any(map(media.is_clip, inputs))):
             media.existing_file(given, "an image file")
     check_report(out.report, protect)
     ray = ray_run(r.runtime.ray, r.runtime.ray_address, device)

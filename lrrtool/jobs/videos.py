@@ -163,7 +163,7 @@ def separate_video(
         for writer in writers.values():  # every video checked before any is moved into place
             writer.finish()
         adders = {name: writers[name].add_audio for name in PICTURE_OUTPUTS & writers.keys()} if audio else {}
-        codecs, audio_notes = _carry_streams(video, adders, start=clip.start / fps[0], duration=total / fps[0])
+        codecs, audio_notes = carry_streams(video, adders, start=clip.start / fps[0], duration=total / fps[0])
         for writer in writers.values():
             writer.commit()
         ok = True
@@ -190,7 +190,7 @@ def separate_video(
     }
 
 
-def _carry_streams(
+def carry_streams(
     video: Path, adders: dict[str, Callable[..., str | None]], *, start: float, duration: float
 ) -> tuple[list[str], list[str]]:
     """The input's audio and subtitles put into each output by its ``adders[name]``
@@ -366,7 +366,7 @@ def separate_segments(
         adders = {
             name: functools.partial(media.add_audio, joined / f"{name}.mp4") for name in PICTURE_OUTPUTS & set(outputs)
         }
-        codecs, audio_notes = _carry_streams(video, adders, start=segments[0][0] / rate, duration=total / rate)
+        codecs, audio_notes = carry_streams(video, adders, start=segments[0][0] / rate, duration=total / rate)
         created = media.make_folder(folder)
         for name in outputs:
             os.replace(joined / f"{name}.mp4", folder / f"{name}.mp4")

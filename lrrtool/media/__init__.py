@@ -10,9 +10,11 @@ path passed as ``protect`` (the inputs).
 from lrrtool.media.encoding import X264_PRESET, VideoWriter, add_audio, join_videos
 from lrrtool.media.files import (
     IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
     atomic_path,
     check_output,
     existing_file,
+    is_clip,
     make_folder,
     remove_empty,
     remove_partial,
@@ -31,6 +33,7 @@ from lrrtool.media.images import (
 from lrrtool.media.videos import (
     STAGED_FRAMES,
     check_constant_rate,
+    frame_files,
     read_video_chunks,
     stream_codecs,
     video_comment,
@@ -40,6 +43,7 @@ from lrrtool.media.videos import (
 __all__ = [
     "IMAGE_SUFFIXES",
     "STAGED_FRAMES",
+    "VIDEO_SUFFIXES",
     "X264_PRESET",
     "ImageInfo",
     "VideoWriter",
@@ -49,7 +53,9 @@ __all__ = [
     "check_output",
     "existing_file",
     "find_mask",
+    "frame_files",
     "image_losses",
+    "is_clip",
     "join_videos",
     "make_folder",
     "read_image",

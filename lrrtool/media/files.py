@@ -15,6 +15,14 @@ from PIL import Image
 from lrrtool.errors import LRRError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+#: Video files the image commands take as clips (anything else ffmpeg reads works for ``separate``).
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".ogv"}
+
+
+def is_clip(path: str | Path) -> bool:
+    """Whether ``inpaint``/``denoise`` take ``path`` as a clip: a folder (of frames) or a video file."""
+    path = Path(path)
+    return path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def error_summary(error: BaseException) -> str:

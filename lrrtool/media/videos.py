@@ -93,7 +93,7 @@ def read_video_chunks(
     """
     path = Path(path)
     if _existing_is_folder(path):
-        files = _frame_files(path)
+        files = frame_files(path)
         first = open_image(files[0])
         target = _target_size(*first.size, scale, size)
         frames = (_folder_frame(f, first.size) for f in files)
@@ -177,7 +177,7 @@ def _existing_is_folder(path: Path) -> bool:
     return path.is_dir()
 
 
-def _frame_files(folder: Path) -> list[Path]:
+def frame_files(folder: Path) -> list[Path]:
     """The image files of a frame folder, in name order; none is an error."""
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -207,7 +207,7 @@ def video_probe(
     path = Path(path)
     channels = 1 if grey else 3
     if _existing_is_folder(path):
-        files = _frame_files(path)
+        files = frame_files(path)
         width, height = _target_size(*open_image(files[0]).size, scale, size)
         return (channels, height, width), len(files)
     try:

@@ -21,14 +21,26 @@ RUNTIME_GIB = 0.45
 
 
 def reference_count(shape: tuple[int, ...], *, patch: int, stride: int, select: Tensor | None = None) -> int:
-    """How many groups a patch-group lift makes of an image of ``shape`` ``(C, H, W)``:
-    reference positions on the grid, only those touching ``select`` (bool ``(H, W)``)."""
+    """How many groups a patch-group lift makes of an image of ``shape`` ``(C, H, W)`` (or a
+    video ``(T, C, H, W)``, every frame): reference positions on the grid, only those
+    touching ``select`` (bool ``(H, W)``, or ``(T, H, W)``)."""
+    frames = shape[0] if len(shape) == 4 else 1
     rows = grid_positions(shape[-2] - patch + 1, stride)
     cols = grid_positions(shape[-1] - patch + 1, stride)
     if select is None:
-        return rows.numel() * cols.numel()
-    touched = F.max_pool2d(select[None, None].float(), patch, stride=1)[0, 0] > 0
-    return int(touched[rows.to(select.device)][:, cols.to(select.device)].sum())
+        return rows.numel() * cols.numel() * frames
+    touched = F.max_pool2d(select.reshape(-1, 1, *shape[-2:]).float(), patch, stride=1)[:, 0] > 0
+    count = int(touched[:, rows.to(select.device)][..., cols.to(select.device)].sum())
+    return count * frames if touched.shape[0] == 1 else count
+
+
+def frame_span(signal: Tensor) -> int | None:
+    """Reference frames a tile of a video ``(T, C, H, W)`` groups: the frames shared in two
+    spans per worker (tiles in time as well as in space, so a chunk of small frames keeps
+    every worker busy); None for an image or one frame."""
+    if signal.ndim != 4 or signal.shape[0] < 2:
+        return None
+    return -(-signal.shape[0] // (2 * workers()))
 
 
 def patch_tile(
@@ -42,26 +54,34 @@ def patch_tile(
     window: int,
     search_step: int,
     select: Tensor | None = None,
+    reach: int = 0,
 ) -> int | None:
-    """The tile side of a patch-group lift on ``image`` ``(C, H, W)`` within ``memory_gib``
-    (None: no budget, one tile), where the task holds ``buffers`` image-sized tensors.
+    """The tile side of a patch-group lift on ``image`` ``(C, H, W)`` (or a video ``(T, C, H,
+    W)`` searched ``reach`` frames each way) within ``memory_gib`` (None: no budget, one
+    tile), where the task holds ``buffers`` signal-sized tensors.
     Raises ``LRRError`` (parameter ``memory_gib``) when the budget cannot hold the work."""
     if memory_gib is None:
         return None
     C, H, W = image.shape[-3:]
+    frames = image.shape[0] if image.ndim == 4 else 1
+    span = frame_span(image)
+    crop_frames = frames if span is None else min(frames, span + 2 * reach)
     size = image.element_size()
-    K = group_size(group, window, search_step)
+    K = group_size(group, window, search_step, reach)
     groups = reference_count(image.shape, patch=patch, stride=stride, select=select)
-    fixed = RUNTIME_GIB * 2**30 + buffers * C * H * W * size + 3 * H * W * 4 + groups * K * 4
+    fixed = RUNTIME_GIB * 2**30 + (buffers * C * size + 3 * 4) * frames * H * W + groups * K * 4
     options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
-    need = fixed + workers() * tile_memory(C, MIN_TILE_STRIDES * stride, itemsize=size, **options)
+    options["reach"] = reach
+    need = fixed + workers() * tile_memory(C, MIN_TILE_STRIDES * stride, itemsize=size, frames=crop_frames, **options)
     if need > memory_gib * 2**30:
+        what = f"{frames} frames of {W}x{H}" if image.ndim == 4 else f"a {W}x{H} image"
         raise LRRError(
-            f"memory_gib {memory_gib:g} is too small for a {W}x{H} image with these settings: "
+            f"memory_gib {memory_gib:g} is too small for {what} with these settings: "
             f"it needs at least {need / 2**30:.2f} GiB (fewer threads need less)",
             parameter="memory_gib",
         )
-    return plan_tile(image.shape, budget=int(memory_gib * 2**30 - fixed), workers=workers(), itemsize=size, **options)
+    crop = (crop_frames, *image.shape[-3:]) if image.ndim == 4 else image.shape
+    return plan_tile(crop, budget=int(memory_gib * 2**30 - fixed), workers=workers(), itemsize=size, **options)
 
 
 #: Group-sized tensors that Adam's graph keeps for every group (gathered, centred, the
@@ -70,15 +90,24 @@ ADAM_GROUP_COPIES = 12
 
 
 def check_whole_groups(
-    image: Tensor, memory_gib: float | None, *, solver: str, patch: int, group: int, stride: int, window: int,
-    search_step: int, select: Tensor | None = None,
+    image: Tensor,
+    memory_gib: float | None,
+    *,
+    solver: str,
+    patch: int,
+    group: int,
+    stride: int,
+    window: int,
+    search_step: int,
+    select: Tensor | None = None,
+    reach: int = 0,
 ) -> None:
     """Refuse (``LRRError``, parameter ``memory_gib``) a ``solver`` that holds every patch
     group of ``image`` at once when they do not fit in ``memory_gib`` (None: no budget)."""
     if memory_gib is None:
         return
     C, H, W = image.shape[-3:]
-    K = group_size(group, window, search_step)
+    K = group_size(group, window, search_step, reach)
     groups = reference_count(image.shape, patch=patch, stride=stride, select=select)
     need = RUNTIME_GIB * 2**30 + groups * K * C * patch**2 * image.element_size() * ADAM_GROUP_COPIES
     if need > memory_gib * 2**30:

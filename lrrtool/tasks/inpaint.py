@@ -23,6 +23,11 @@ A task is a start, a forward model, a prior, a solver and a schedule:
 
 - ``method="dlrl"`` replaces all of that by the DLRL paper's network on the ``H x CW``
   matrix (:func:`lrrtool.recsys.complete_matrix`).
+
+A video ``(T, C, H, W)`` (``threshold`` on patch groups) starts from what the other
+frames show (:func:`lrrtool.tasks.temporal.temporal_start`) and its groups are searched
+in the ``reach`` frames before and after each reference's own too, so a fill agrees with
+the neighbouring frames' and does not flicker; ``InpaintSettings.video_defaults`` apply.
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ from lrrtool.forward import Inpainting
 from lrrtool.priors import ChannelMatrices, LowRankPrior, PatchGroupLift, noise_threshold
 from lrrtool.settings import TaskSettings
 from lrrtool.solvers import PIXEL_BOUNDS, SOLVERS, Callback, Progress, SolveResult, adam, proximal_gradient
-from lrrtool.tasks.budget import check_whole_groups, patch_tile
+from lrrtool.tasks.budget import check_whole_groups, frame_span, patch_tile
 from lrrtool.tasks.starts import START_RANKS, laplacian_energy, start_by_region
+from lrrtool.tasks.temporal import temporal_start
 
 MODELS = ("patches", "global")
 #: ``auto``: :func:`choose_start`; ``biharmonic``: always :func:`biharmonic_fill`.
@@ -65,6 +71,7 @@ class InpaintSettings(TaskSettings):
     is refused (``applies_to``). ``noise_start``/``noise_end`` (pixel units) shape the
     threshold schedule, ``smooth`` weighs the biharmonic energy under Adam.
     ``start_ranks`` (increasing) and ``start_margin`` (dB) go to :func:`choose_start`.
+    ``reach``: the frames a video's groups are searched in before and after their own.
     """
 
     method: str = "lrr"
@@ -81,6 +88,7 @@ class InpaintSettings(TaskSettings):
     stride: int | None = None
     window: int | None = None
     search_step: int = 2
+    reach: int | None = None
     start_ranks: tuple[int, ...] = START_RANKS
     start_margin: float = 2.0
     width: int | None = None
@@ -88,6 +96,8 @@ class InpaintSettings(TaskSettings):
     p_block: float | None = None
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
+    # The start already holds what the other frames show: fewer steps (bench/video.py).
+    video_defaults: ClassVar[dict[str, object]] = {"reach": 2, "window": 8, "iters": 8, "regroup_every": 4}
     _lrr: ClassVar[dict[str, object]] = {"reg": "lnn", "model": "patches", "start": "auto", "stride": 5, "window": 15}
     defaults: ClassVar[dict[str, dict[str, object]]] = {
         "threshold": {
@@ -120,7 +130,20 @@ class InpaintSettings(TaskSettings):
     }
     applies_to: ClassVar[dict[str, tuple[str, ...]]] = {
         **dict.fromkeys(
-            ("reg", "gamma", "p", "degree", "lam", "solver", "model", "start", "regroup_every", "stride", "window"),
+            (
+                "reg",
+                "gamma",
+                "p",
+                "degree",
+                "lam",
+                "solver",
+                "model",
+                "start",
+                "regroup_every",
+                "stride",
+                "window",
+                "reach",
+            ),
             _LOW_RANK,
         ),
         "estimator": ("adam",),
@@ -132,7 +155,7 @@ class InpaintSettings(TaskSettings):
         **dict.fromkeys(("width", "factors", "p_block"), ("dlrl",)),
     }
     counts: ClassVar[tuple[str, ...]] = ("iters", "patch", "group", "stride", "window", "search_step", "regroup_every")
-    nonnegative: ClassVar[tuple[str, ...]] = ("lam", "smooth")
+    nonnegative: ClassVar[tuple[str, ...]] = ("lam", "smooth", "reach")
 
     @property
     def choice(self) -> str:
@@ -204,8 +227,10 @@ def inpaint(
     patch groups only around the holes, so the cost follows the missing pixels.
 
     Args:
-        image: ``(C, H, W)`` float tensor; values under ``fill`` are ignored.
-        fill: bool ``(H, W)`` on the same device, True = missing.
+        image: ``(C, H, W)`` float tensor, or a video ``(T, C, H, W)``; values under ``fill``
+            are ignored.
+        fill: bool ``(H, W)`` on the same device, True = missing (for a video: one mask for
+            every frame, or ``(T, H, W)``).
         settings: see :class:`InpaintSettings`.
         memory_gib: the process's budget (None: none): the threshold solver works a tile
             of groups at a time within it (the same result); ``adam`` on patch groups holds
@@ -213,27 +238,34 @@ def inpaint(
         callback: progress of the start (per cluster of holes) and of the solver.
 
     Returns:
-        ``(result, solve_result)``; ``result[:, ~fill] == image[:, ~fill]`` exactly;
+        ``(result, solve_result)``; ``result[..., ~fill] == image[..., ~fill]`` exactly;
         ``solve_result.details["start"]`` says which start was used.
     """
-    s = settings.resolved()
-    if image.ndim != 3:
-        raise LRRError(f"expected an image of shape (C, H, W), got {tuple(image.shape)}")
-    if fill.shape != image.shape[-2:]:
+    video = image.ndim == 4
+    s = (settings.for_video() if video else settings).resolved()
+    if image.ndim not in (3, 4):
+        raise LRRError(f"expected an image (C, H, W) or a video (T, C, H, W), got {tuple(image.shape)}")
+    if video and (s.method, s.solver, s.model) != ("lrr", "threshold", "patches"):
+        raise LRRError("a video is inpainted by the threshold solver on patch groups only", parameter="solver")
+    frames_ok = fill.ndim == 2 or (video and fill.ndim == 3 and fill.shape[0] in (1, image.shape[0]))
+    if fill.shape[-2:] != image.shape[-2:] or not frames_ok:
         raise LRRError(f"mask shape {tuple(fill.shape)} does not match image {tuple(image.shape[-2:])}")
     fill = fill.to(device=image.device, dtype=torch.bool)
+    if video:
+        fill = fill.expand(image.shape[0], *fill.shape[-2:])
     missing = int(fill.sum())
     if missing == 0:
         raise LRRError("the mask marks no pixel to fill (is it inverted? see invert_mask)", mentions=("invert_mask",))
     if missing == fill.numel():
         raise LRRError("the mask marks every pixel as missing: nothing is observed to fill from")
-    if not bool(torch.isfinite(image[:, ~fill]).all()):
+    if not bool(torch.isfinite(image.masked_fill(fill[:, None] if video else fill, 0)).all()):
         raise LRRError("the image holds NaN/Inf values")
-    forward = Inpainting(image, fill)
+    forward = Inpainting(image, fill[:, None] if video else fill)
     if s.method == "dlrl":
         out, result = _dlrl(forward, s, callback)
         return forward.project(out.clamp(0, 1)), result
     options = {"patch": s.patch, "group": s.group, "stride": s.stride, "window": s.window, "search_step": s.search_step}
+    options["reach"] = s.reach or 0
     tile = None
     if s.model == "patches" and s.solver == "threshold":
         tile = patch_tile(image, memory_gib, buffers=INPAINT_BUFFERS, select=fill, **options)
@@ -246,11 +278,16 @@ def inpaint(
             callback(Progress(done, total, "", math.nan, phase="start"))
 
     started(0, 1)
-    start, details = start_by_region(
-        forward.observed, fill, test=s.start == "auto", ranks=s.start_ranks, margin_db=s.start_margin, progress=started
-    )
+    if video:
+        start, details = temporal_start(forward.observed, fill, progress=started)
+    else:
+        start, details = start_by_region(
+            forward.observed, fill, test=s.start == "auto", ranks=s.start_ranks, margin_db=s.start_margin,
+            progress=started,
+        )  # fmt: skip
     start_seconds = time.perf_counter() - began
-    lift = ChannelMatrices() if s.model == "global" else PatchGroupLift(select=fill, tile=tile, **options)
+    span = frame_span(image)
+    lift = ChannelMatrices() if s.model == "global" else PatchGroupLift(select=fill, tile=tile, span=span, **options)
     prior = LowRankPrior(s.regularizer(), lift, subspace=bool(s.subspace))
     if s.solver == "threshold":
         out, result = proximal_gradient(
