@@ -86,6 +86,10 @@ def penalties() -> None:
 
 # ------------------------------------------------------------------ inpaint
 WidthOpt = Annotated[int | None, typer.Option("--width", metavar="N", help="Factor width (--method dlrl).")]
+ReachOpt = Annotated[
+    int | None,
+    typer.Option("--reach", metavar="N", help="A clip's frames searched before and after each frame (default 2)."),
+]
 FactorsOpt = Annotated[int | None, typer.Option("--factors", metavar="N", help="Factors I (--method dlrl).")]
 PBlockOpt = Annotated[
     float | None, typer.Option("--p-block", metavar="X", help="Schatten exponent of each factor (--method dlrl).")
@@ -94,7 +98,10 @@ PBlockOpt = Annotated[
 
 @command(IMAGE_OPTIONS, SOLVER_OPTIONS, RUN_OPTIONS, REPORT_OPTIONS, RAY_OPTIONS)
 def inpaint(
-    images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="Image files or glob patterns.")],
+    images: Annotated[
+        list[str],
+        typer.Argument(metavar="IMAGE...", help="Image files or glob patterns; video files or folders of frames."),
+    ],
     mask: Annotated[
         Path | None,
         typer.Option(
@@ -142,6 +149,7 @@ def inpaint(
     width: WidthOpt = None,
     factors: FactorsOpt = None,
     p_block: PBlockOpt = None,
+    reach: ReachOpt = None,
     **shared,
 ) -> None:
     """Fill missing pixels (random drops, blocks, text) by low-rank completion.
@@ -154,11 +162,18 @@ def inpaint(
     channels share one low-rank structure (--model global treats them separately).
     Output: NAME.inpainted.png beside the input unless -o/--output-dir; existing outputs
     are skipped unless --overwrite; inputs are never overwritten.
+
+    A clip (a video file, or a folder of frames) is filled from what its other frames show
+    (aligned to the camera's motion), then refined with patch groups searched --reach frames
+    each way; --mask is one image for every frame, or a folder or video of masks. A video
+    gives NAME.inpainted.mp4 (same size, rate, frames and audio), a folder a folder of PNG
+    frames with the same names.
     """
     with user_errors():
         settings = InpaintSettings(
             method=method.value, seed=shared["seed"], preset=preset.value, **given(**pick(shared, SOLVER_OPTIONS)),
             **given(solver=solver, model=model, start=start, width=width, factors=factors, p_block=p_block),
+            **given(reach=reach),
         )  # fmt: skip
         request = jobs.InpaintRequest(
             tuple(images), mask=mask, mask_dir=mask_dir, drop=drop, invert_mask=invert_mask, resize_mask=resize_mask,
@@ -289,7 +304,10 @@ def separate(
 # ------------------------------------------------------------------ denoise
 @command(IMAGE_OPTIONS, SOLVER_OPTIONS, RUN_OPTIONS, REPORT_OPTIONS, RAY_OPTIONS)
 def denoise(
-    images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="Noisy image files or glob patterns.")],
+    images: Annotated[
+        list[str],
+        typer.Argument(metavar="IMAGE...", help="Noisy image files or glob patterns; videos or folders of frames."),
+    ],
     sigma: Annotated[
         str, typer.Option("--sigma", metavar="X", help="Noise std in 0-255 units, or auto (wavelet MAD estimate).")
     ] = "auto",
@@ -301,6 +319,7 @@ def denoise(
     ] = None,
     solver: SolverOpt = None,
     preset: PresetOpt = PresetName.default,
+    reach: ReachOpt = None,
     **shared,
 ) -> None:
     """Remove Gaussian noise with a low-rank prior on groups of similar patches.
@@ -311,10 +330,14 @@ def denoise(
     --reg (default lnn, WNNM's weighting), with the noise fed back and re-estimated.
     --solver adam runs the paper's gradient route instead. --sigma auto estimates the
     noise by the wavelet MAD rule and reports it.
+
+    A clip (a video file, or a folder of frames) is denoised with groups searched --reach
+    frames each way (6 steps, a 15x15 window); a video gives NAME.denoised.mp4 (same size,
+    rate, frames and audio), a folder a folder of PNG frames with the same names.
     """
     with user_errors():
         settings = DenoiseSettings(
-            seed=shared["seed"], preset=preset.value, **given(solver=solver, patch=patch, group=group),
+            seed=shared["seed"], preset=preset.value, **given(solver=solver, patch=patch, group=group, reach=reach),
             **given(**pick(shared, SOLVER_OPTIONS)),
         )  # fmt: skip
         level = None

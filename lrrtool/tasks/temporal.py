@@ -13,43 +13,77 @@ from the same fill and the start does not flicker.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lrrtool.tasks.starts import start_by_region
 
-#: A shift between neighbouring frames is searched up to this share of each side.
-MAX_SHIFT_SHARE = 0.25
+#: A shift between neighbouring frames is searched up to this share of the smaller side.
+MAX_SHIFT_SHARE = 0.1
+#: The coarsest level of the search keeps at least this many pixels a side.
+COARSEST_SIDE = 16
 
 
 def frame_shifts(frames: Tensor, fill: Tensor) -> Tensor:
     """The camera's translation ``(T, 2)`` (rows, columns; integers) of each frame of
-    ``frames`` ``(T, C, H, W)`` against the first, from the phase correlation of each pair
-    of neighbouring frames (their luminance, hidden pixels ``fill`` ``(T, H, W)`` set to the
-    frame's observed mean, a Hann window against the borders), summed. A peak no larger
-    than the correlation's typical value (no clear motion) counts as no shift."""
+    ``frames`` ``(T, C, H, W)`` against the first: for each pair of neighbouring frames the
+    shift ``d`` (up to ``MAX_SHIFT_SHARE`` of the smaller side) that minimises the mean squared
+    difference of their luminance over the pixels both observe (``fill`` ``(T, H, W)``: True =
+    hidden; a still overlay must not pin the shift to zero, so hidden pixels do not count),
+    found coarse to fine on an image pyramid (every shift at the coarsest level, then the
+    nine around twice the last at each finer one); the pairs' shifts summed."""
     T, _, H, W = frames.shape
     if T < 2:
         return torch.zeros(T, 2, dtype=torch.long, device=frames.device)
-    grey = frames.mean(1, dtype=torch.float32) if frames.dtype != torch.float64 else frames.mean(1)
-    known = ~fill
-    means = (grey * known).flatten(1).sum(1) / known.flatten(1).sum(1).clamp_min(1)
-    grey = torch.where(fill, means[:, None, None], grey) - means[:, None, None]
-    window = torch.outer(torch.hann_window(H, dtype=grey.dtype, device=grey.device),
-                         torch.hann_window(W, dtype=grey.dtype, device=grey.device))  # fmt: skip
-    spectra = torch.fft.rfft2(grey * window)
-    cross = spectra[1:] * spectra[:-1].conj()
-    surface = torch.fft.irfft2(cross / cross.abs().clamp_min(1e-12), s=(H, W))  # (T - 1, H, W)
-    reach_y, reach_x = int(H * MAX_SHIFT_SHARE), int(W * MAX_SHIFT_SHARE)
-    surface = torch.roll(surface, (reach_y, reach_x), (1, 2))[:, : 2 * reach_y + 1, : 2 * reach_x + 1]
-    flat = surface.flatten(1)
-    peak, where = flat.max(1)
-    clear = peak > 5 * flat.std(1)
-    steps = torch.stack([where // surface.shape[2] - reach_y, where % surface.shape[2] - reach_x], 1)
-    steps = steps * clear[:, None]
+    grey = frames.float().mean(1, keepdim=True)  # (T, 1, H, W)
+    known = (~fill).float()[:, None]
+    pyramid = [(grey * known, known)]
+    while min(pyramid[-1][0].shape[-2:]) >= 2 * COARSEST_SIDE:
+        total, weight = (F.avg_pool2d(x, 2) for x in pyramid[-1])
+        pyramid.append((total, weight))
+    levels = len(pyramid) - 1
+    radius = max(2, math.ceil(MAX_SHIFT_SHARE * min(H, W) / 2**levels))
+    steps = torch.zeros(T - 1, 2, dtype=torch.long, device=frames.device)
+    for level in range(levels, -1, -1):
+        total, weight = pyramid[level]
+        values = total / weight.clamp_min(1e-6)
+        seen = (weight > 0.5).float()
+        if level == levels:
+            candidates = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+            centre = torch.zeros_like(steps)
+        else:
+            candidates = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            centre = steps * 2
+        best = torch.full((T - 1,), math.inf, device=frames.device)
+        chosen = centre.clone()
+        for dy, dx in candidates:
+            shift = centre + torch.tensor([dy, dx], device=frames.device)
+            cost = torch.stack([_shifted_cost(values, seen, p, *map(int, shift[p])) for p in range(T - 1)])
+            better = cost < best
+            best = torch.where(better, cost, best)
+            chosen[better] = shift[better]
+        steps = chosen
     return torch.cat([steps.new_zeros(1, 2), steps.cumsum(0)])
+
+
+def _shifted_cost(values: Tensor, seen: Tensor, pair: int, dy: int, dx: int) -> Tensor:
+    """Mean squared difference of frame ``pair + 1`` at ``x + d`` and frame ``pair`` at ``x`` over
+    the pixels both see; infinite when they share less than a quarter of the frame."""
+    H, W = values.shape[-2:]
+    if abs(dy) >= H or abs(dx) >= W:
+        return values.new_tensor(math.inf)
+    a = values[pair, 0, max(0, -dy) : H - max(0, dy), max(0, -dx) : W - max(0, dx)]
+    b = values[pair + 1, 0, max(0, dy) : H + min(0, dy), max(0, dx) : W + min(0, dx)]
+    both = seen[pair, 0, max(0, -dy) : H - max(0, dy), max(0, -dx) : W - max(0, dx)]
+    both = both * seen[pair + 1, 0, max(0, dy) : H + min(0, dy), max(0, dx) : W + min(0, dx)]
+    count = both.sum()
+    if count < H * W / 4:
+        return values.new_tensor(math.inf)
+    return ((a - b).square() * both).sum() / count
 
 
 def temporal_start(
@@ -74,9 +108,8 @@ def temporal_start(
     del canvas
     unseen = median[0].isnan()
     details: dict[str, object] = {"shift": int(shifts.abs().max())}
-    if bool(unseen.any()):
-        filled, fill_details = start_by_region(median.nan_to_num(0.0), unseen, test=False, progress=progress)
-        median = filled
+    if bool(unseen.any()):  # measured: the image inpainting of the canvas, 10 s more, +0.17 dB
+        median, fill_details = start_by_region(median.nan_to_num(0.0), unseen, test=False, progress=progress)
         details["canvas_start"] = fill_details["start"]
     out = frames.clone()
     hidden = int(fill.sum())

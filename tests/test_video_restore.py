@@ -1,0 +1,168 @@
+"""Video inpainting and denoising: groups across frames, the temporal start, clips in and out."""
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from lrrtool import jobs
+from lrrtool.cli import app
+from lrrtool.metrics import psnr
+from lrrtool.patches import PatchGroups, all_patches, group_indices
+from lrrtool.tasks.denoise import DenoiseSettings, denoise
+from lrrtool.tasks.inpaint import InpaintSettings, inpaint
+from lrrtool.tasks.temporal import frame_shifts, temporal_start
+from tests.test_jobs import clip_with_audio, streams
+
+QUICK_DENOISE = DenoiseSettings(iters=2, group=16, window=4)
+
+
+def texture(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """A smooth random colour texture in [0, 1], (3, H, W): what a camera would pan over."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(3, height // 4 + 2, width // 4 + 2, generator=g)
+    fine = torch.nn.functional.interpolate(coarse[None], scale_factor=4, mode="bicubic", align_corners=False)[0]
+    return fine[:, :height, :width].clamp(0, 1)
+
+
+def panned(frames: int, height: int, width: int, step: int) -> torch.Tensor:
+    """A camera moving right ``step`` pixels a frame over a texture: ``(T, 3, H, W)``."""
+    scene = texture(height, width + step * frames)
+    return torch.stack([scene[:, :, step * t : step * t + width] for t in range(frames)])
+
+
+def test_a_video_search_finds_the_patch_in_the_neighbouring_frames():
+    """Three identical frames: each reference's group holds its own patch from every frame
+    (distance 0) before any other, and the indices point into the right frames."""
+    frame = torch.rand(1, 12, 12, generator=torch.Generator().manual_seed(1))
+    video = frame.expand(3, 1, 12, 12).contiguous()
+    index = group_indices(video, patch=3, group=3, stride=4, window=2, search_step=1, reach=1)
+    L = 10 * 10
+    assert index.shape == (3 * 16, 3)  # rows and columns 0, 4, 8, 9
+    for row, t in zip(index, torch.arange(3).repeat_interleave(16), strict=True):
+        place = int(row[0]) % L
+        assert int(row[0]) // L == t  # the reference first
+        seen = {t - 1, t, t + 1} & {0, 1, 2}
+        assert {place + L * int(f) for f in seen} <= set(row.tolist())
+
+
+def test_tiles_and_frame_spans_give_the_same_groups_as_one_solve():
+    video = torch.rand(5, 3, 30, 34, generator=torch.Generator().manual_seed(2))
+    options = dict(patch=4, group=10, stride=3, window=4, search_step=1, reach=2)
+    whole = PatchGroups(video, **options)
+    parts = PatchGroups(video, tile=6, span=2, batch=5, **options)
+    order = lambda index: index[torch.argsort(index[:, 0])]  # noqa: E731
+    assert whole.count == parts.count
+    assert torch.equal(order(whole.index), order(parts.index))
+    assert torch.equal(whole.covered, parts.covered)
+    estimate = torch.rand_like(video)
+    assert torch.allclose(whole.map(estimate, lambda g, _: g * 0.5), parts.map(estimate, lambda g, _: g * 0.5))
+    rows = all_patches(video, 4)
+    assert torch.equal(whole.gather(video)[0], rows[whole.index[0]])
+
+
+def test_frame_shifts_find_a_planted_camera_pan():
+    video = panned(6, 40, 48, 3)
+    fill = torch.zeros(6, 40, 48, dtype=torch.bool)
+    fill[:, 28:34, 8:40] = True  # a caption
+    shifts = frame_shifts(video, fill)
+    assert torch.equal(shifts[:, 1], torch.arange(6) * -3) and bool((shifts[:, 0] == 0).all())
+
+
+def test_a_static_overlay_over_a_moving_scene_is_filled_from_the_frames_that_show_it():
+    """A caption fixed on the screen while the camera pans: the pixels under it in one frame
+    are seen in the others, so the fill is close to the truth, far closer than the best
+    image inpainting of each frame alone."""
+    video = panned(10, 32, 48, 2)
+    fill = torch.zeros(32, 48, dtype=torch.bool)
+    fill[20:26, 12:24] = True
+    out, result = inpaint(video.masked_fill(fill, 0), fill, InpaintSettings(iters=2))
+    per_frame = torch.stack([inpaint(f.masked_fill(fill, 0), fill, InpaintSettings(iters=2))[0] for f in video])
+    hidden = fill.expand(10, 3, 32, 48)
+    assert torch.equal(out[~hidden], video[~hidden])  # observed pixels kept exactly
+    ours, theirs = psnr(out[hidden], video[hidden]), psnr(per_frame[hidden], video[hidden])
+    assert ours > 35 and ours > theirs + 8, (ours, theirs)
+    assert result.details["shown_by_other_frames"] == 1.0
+
+
+def test_what_no_frame_shows_gets_one_fill_for_every_frame():
+    """A still scene under a still overlay: nothing to take from other frames, the start is the
+    same in every frame (no flicker)."""
+    frame = texture(24, 32)
+    video = frame.expand(6, 3, 24, 32).clone()
+    fill = torch.zeros(6, 24, 32, dtype=torch.bool)
+    fill[:, 8:14, 10:20] = True
+    start, details = temporal_start(video.masked_fill(fill[:, None], 0), fill)
+    assert details["shown_by_other_frames"] == 0.0 and details["canvas_start"] == "biharmonic"
+    assert torch.equal(start[0], start[5])
+
+
+def test_a_noisy_still_clip_denoises_better_than_its_frames_alone():
+    frame = texture(40, 40, seed=3).mean(0, keepdim=True)
+    video = frame.expand(8, 1, 40, 40)
+    g = torch.Generator().manual_seed(4)
+    noisy = (video + 25 / 255 * torch.randn(video.shape, generator=g)).clamp(0, 1)
+    clean, _ = denoise(noisy, 25 / 255, QUICK_DENOISE)
+    alone = torch.stack([denoise(f, 25 / 255, DenoiseSettings(iters=2))[0] for f in noisy])
+    assert clean.shape == noisy.shape
+    assert psnr(clean, video) > psnr(alone, video) + 2.0, (psnr(clean, video), psnr(alone, video))
+
+
+def test_video_defaults_leave_what_the_user_sets():
+    s = DenoiseSettings(window=9).for_image(3, frames=5)
+    assert (s.window, s.reach, s.iters) == (9, 2, 6)
+    assert DenoiseSettings().for_image(3).reach == 0
+    assert DenoiseSettings(solver="adam").for_video().rescale is None  # threshold's settings stay out
+
+
+def write_frames(folder: Path, video: torch.Tensor) -> list[str]:
+    folder.mkdir()
+    names = [f"frame_{k:03d}.png" for k in range(video.shape[0])]
+    for name, frame in zip(names, video, strict=True):
+        Image.fromarray((frame.permute(1, 2, 0) * 255).round().byte().numpy()).save(folder / name)
+    return names
+
+
+def test_a_folder_of_frames_comes_back_as_a_folder_of_png_frames_with_the_same_names(tmp_path):
+    video = panned(5, 24, 32, 1)
+    names = write_frames(tmp_path / "shots", video)
+    Image.fromarray(((torch.arange(24)[:, None] > 16) & (torch.arange(32) > 8)).byte().numpy() * 255).save(
+        tmp_path / "m.png"
+    )
+    report = jobs.inpaint(
+        jobs.InpaintRequest((tmp_path / "shots",), mask=tmp_path / "m.png", settings=InpaintSettings(iters=2))
+    )
+    entry = report["results"][0]
+    out = tmp_path / "shots.inpainted"
+    assert entry["output"] == str(out) and entry["frames"] == 5 and sorted(p.name for p in out.iterdir()) == names
+    again = jobs.inpaint(jobs.InpaintRequest((tmp_path / "shots",), mask=tmp_path / "m.png"))
+    assert again["results"][0]["skipped"]  # the overwrite rule
+
+
+def test_a_video_comes_back_with_its_audio_frame_count_and_rate(tmp_path):
+    import imageio.v2 as imageio
+
+    clip = clip_with_audio(tmp_path / "clip.mp4", seconds=0.8)
+    result = CliRunner().invoke(
+        app, ["denoise", str(clip), "--sigma", "10", "--iters", "1", "--group", "8", "--reach", "1", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "clip.denoised.mp4"
+    assert streams(out) == ["Video", "Audio"]
+    reader = imageio.get_reader(out, format="ffmpeg")
+    meta = reader.get_meta_data()
+    assert meta["fps"] == 25 and meta["size"] == (48, 32)
+    assert reader.count_frames() == 20
+
+
+def test_a_clip_is_refused_what_only_an_image_can_take(tmp_path):
+    clip = clip_with_audio(tmp_path / "clip.mp4", seconds=0.2)
+    report = jobs.inpaint(jobs.InpaintRequest((clip,), drop=0.5))
+    assert "a clip is inpainted with mask" in report["results"][0]["error"]
+    result = CliRunner().invoke(app, ["denoise", str(clip), "-o", str(tmp_path / "clip.png")])
+    assert result.exit_code != 0 and "a video gives a video" in result.output
+    Image.new("L", (20, 20), 255).save(tmp_path / "small.png")
+    report = jobs.inpaint(jobs.InpaintRequest((clip,), mask=tmp_path / "small.png"))
+    assert "mask is 20x20 but the image is 48x32" in report["results"][0]["error"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "small.png"]  # nothing written
