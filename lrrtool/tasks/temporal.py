@@ -31,11 +31,12 @@ COARSEST_SIDE = 16
 def frame_shifts(frames: Tensor, fill: Tensor) -> Tensor:
     """The camera's translation ``(T, 2)`` (rows, columns; integers) of each frame of
     ``frames`` ``(T, C, H, W)`` against the first: for each pair of neighbouring frames the
-    shift ``d`` (up to ``MAX_SHIFT_SHARE`` of the smaller side) that minimises the mean squared
-    difference of their luminance over the pixels both observe (``fill`` ``(T, H, W)``: True =
+    shift ``d`` (up to ``MAX_SHIFT_SHARE`` of the smaller side) that minimises the mean absolute
+    difference of their luminance's detail (:func:`_detail`) over the pixels both observe (``fill`` ``(T, H, W)``: True =
     hidden; a still overlay must not pin the shift to zero, so hidden pixels do not count),
     found coarse to fine on an image pyramid (every shift at the coarsest level, then the
-    nine around twice the last at each finer one); the pairs' shifts summed."""
+    25 within 2 of twice the last at each finer one: with 1, a coarse level that rounds a
+    shift of 2 the wrong way is never corrected); the pairs' shifts summed."""
     T, _, H, W = frames.shape
     if T < 2:
         return torch.zeros(T, 2, dtype=torch.long, device=frames.device)
@@ -49,14 +50,12 @@ def frame_shifts(frames: Tensor, fill: Tensor) -> Tensor:
     radius = max(2, math.ceil(MAX_SHIFT_SHARE * min(H, W) / 2**levels))
     steps = torch.zeros(T - 1, 2, dtype=torch.long, device=frames.device)
     for level in range(levels, -1, -1):
-        total, weight = pyramid[level]
-        values = total / weight.clamp_min(1e-6)
-        seen = (weight > 0.5).float()
+        values, seen = _detail(*pyramid[level])
         if level == levels:
             candidates = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
             centre = torch.zeros_like(steps)
         else:
-            candidates = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            candidates = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
             centre = steps * 2
         best = torch.full((T - 1,), math.inf, device=frames.device)
         chosen = centre.clone()
@@ -70,9 +69,22 @@ def frame_shifts(frames: Tensor, fill: Tensor) -> Tensor:
     return torch.cat([steps.new_zeros(1, 2), steps.cumsum(0)])
 
 
+def _detail(total: Tensor, weight: Tensor, side: int = 5) -> tuple[Tensor, Tensor]:
+    """A level of the pyramid (sums ``total`` of the seen pixels' luminance and their share
+    ``weight``) as its detail, the luminance less its ``side x side`` mean (smooth shading
+    and lighting out: a smooth scene's squared difference barely changes over a few
+    pixels of shift), and where that detail is known: pixels whose whole neighbourhood is seen."""
+    mean = lambda x: F.avg_pool2d(x, side, 1, side // 2, count_include_pad=False)  # noqa: E731
+    values = total / weight.clamp_min(1e-6)
+    seen = weight > 0.5
+    filled = torch.where(seen, values, mean(values * seen) / mean(seen.float()).clamp_min(1e-6))
+    return filled - mean(filled), (mean(seen.float()) > 0.999).float()
+
+
 def _shifted_cost(values: Tensor, seen: Tensor, pair: int, dy: int, dx: int) -> Tensor:
-    """Mean squared difference of frame ``pair + 1`` at ``x + d`` and frame ``pair`` at ``x`` over
-    the pixels both see; infinite when they share less than a quarter of the frame."""
+    """Mean absolute difference of frame ``pair + 1`` at ``x + d`` and frame ``pair`` at ``x``
+    over the pixels both see (absolute: what moves through the scene weighs less); infinite
+    when they share less than a quarter of the frame."""
     H, W = values.shape[-2:]
     if abs(dy) >= H or abs(dx) >= W:
         return values.new_tensor(math.inf)
@@ -83,7 +95,7 @@ def _shifted_cost(values: Tensor, seen: Tensor, pair: int, dy: int, dx: int) -> 
     count = both.sum()
     if count < H * W / 4:
         return values.new_tensor(math.inf)
-    return ((a - b).square() * both).sum() / count
+    return ((a - b).abs() * both).sum() / count
 
 
 def temporal_start(
