@@ -204,8 +204,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         if args.only in (None, "denoise"):
-            rows = [("tree", "colour", 25), ("vtest", "grey", 25), ("vtest-pan", "grey", 20), ("vtest-pan", "colour", 20)]
-            denoise_rows(rows, args.frames, args.threads, work)
+            rows = [("tree", "colour", 25), ("vtest", "grey", 25), ("vtest-pan", "grey", 20)]
+            denoise_rows([*rows, ("vtest-pan", "colour", 20)], args.frames, args.threads, work)
         if args.only in (None, "inpaint"):
             inpaint_rows(["vtest", "vtest-pan", "tree"], args.frames, args.threads, work)
 

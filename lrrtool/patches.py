@@ -66,9 +66,24 @@ def frame_offsets(reach: int) -> list[int]:
     return [0, *(d for r in range(1, reach + 1) for d in (-r, r))]
 
 
-def group_size(group: int, window: int, search_step: int, reach: int = 0) -> int:
+def group_size(group: int, window: int, search_step: int, reach: int = 0, frame_window: int | None = None) -> int:
     """``K``: the patches a group holds, at most one per search offset."""
-    return min(group, len(search_offsets(window, search_step)) * (2 * reach + 1))
+    return min(group, len(frame_search(window, search_step, reach, frame_window)))
+
+
+def frame_search(
+    window: int, search_step: int, reach: int = 0, frame_window: int | None = None
+) -> list[tuple[int, int, int]]:
+    """The ``(dt, dy, dx)`` shifts a reference patch is compared with, its own frame first:
+    ``window`` in its own frame and ``frame_window`` (None: ``window``) in the ``reach``
+    frames before and after it (a still scene matches near where it was; a wide window in
+    every frame costs ``2 reach + 1`` times one frame's search)."""
+    other = window if frame_window is None else min(frame_window, window)
+    return [
+        (dt, dy, dx)
+        for dt in frame_offsets(reach)
+        for dy, dx in search_offsets(window if dt == 0 else other, search_step)
+    ]
 
 
 def group_indices(
@@ -83,6 +98,7 @@ def group_indices(
     core: tuple[int, int, int, int] | None = None,
     chunk: int = 64,
     reach: int = 0,
+    frame_window: int | None = None,
     frames: tuple[int, int] | None = None,
 ) -> Tensor:
     """Indices ``(G, K)`` into :func:`all_patches` rows: for each reference patch on a grid
@@ -120,9 +136,7 @@ def group_indices(
     if core is not None:
         keep &= (ry >= core[0]) & (ry < core[1]) & (rx >= core[2]) & (rx < core[3])
     rt, ry, rx, cell = rt[keep], ry[keep], rx[keep], cell[keep]
-    offsets = [
-        (dt, dy, dx) for dt in frame_offsets(min(reach, T - 1)) for dy, dx in search_offsets(window, search_step)
-    ]
+    offsets = frame_search(window, search_step, min(reach, T - 1), frame_window)
     k = min(group, len(offsets))
     if ry.numel() == 0:
         return torch.zeros((0, k), dtype=torch.long, device=device)
@@ -309,6 +323,7 @@ class PatchGroups:
         select: Tensor | None = None,
         search_step: int = 2,
         reach: int = 0,
+        frame_window: int | None = None,
         tile: int | None = None,
         span: int | None = None,
         batch: int = GROUP_BATCH,
@@ -318,7 +333,7 @@ class PatchGroups:
         video = as_video(image)
         T, H, W = video.shape[0], *video.shape[-2:]
         reach = min(reach, T - 1)
-        self.size = group_size(group, window, search_step, reach)
+        self.size = group_size(group, window, search_step, reach, frame_window)
         side = tile or -(-max(H, W) // stride) * stride
         squares = tile_crops(H, W, patch=patch, stride=stride, window=window, side=side)
         if select is not None:
@@ -335,7 +350,7 @@ class PatchGroups:
             chosen = None if select is None else select[frames if select.shape[0] > 1 else slice(None), rows, cols]
             index = group_indices(
                 video[frames, :, rows, cols], patch=patch, group=group, stride=stride, window=window,
-                search_step=search_step, select=chosen, core=core, reach=reach,
+                search_step=search_step, select=chosen, core=core, reach=reach, frame_window=frame_window,
                 frames=(first - frames.start, stop - frames.start),
             )  # fmt: skip
             h, w = rows.stop - rows.start, cols.stop - cols.start
@@ -443,6 +458,7 @@ def tile_memory(
     itemsize: int,
     frames: int = 1,
     reach: int = 0,
+    frame_window: int | None = None,
 ) -> int:
     """Bytes one worker needs for a tile of ``side x side`` reference positions (in each of
     ``frames`` frames): the larger of finding its groups and shrinking them
@@ -453,7 +469,7 @@ def tile_memory(
     up: finding, about ``100 (K + 64)`` bytes per group (the running top-K and the distances
     of a chunk of offsets) and 40 values per crop pixel and channel (shifted copies);
     shrinking, ``6 K D`` values per group of a batch and two ``L x D`` buffers of the crop."""
-    K = group_size(group, window, search_step, reach)
+    K = group_size(group, window, search_step, reach, frame_window)
     D = channels * patch**2
     groups = (-(-side // stride)) ** 2 * frames
     crop = (side + 2 * window + patch) ** 2 * frames
@@ -481,6 +497,7 @@ def plan_tile(
     search_step: int,
     itemsize: int,
     reach: int = 0,
+    frame_window: int | None = None,
 ) -> int | None:
     """The tile side (reference positions, a multiple of ``stride``) for an image of
     ``shape`` ``(C, H, W)``: the largest whose ``workers`` tiles fit in ``budget`` bytes
@@ -491,7 +508,7 @@ def plan_tile(
     C, H, W = shape[-3:]
     frames = shape[0] if len(shape) == 4 else 1
     options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
-    options |= {"frames": frames, "reach": reach}
+    options |= {"frames": frames, "reach": reach, "frame_window": frame_window}
 
     def fits(side: int) -> bool:
         return workers * tile_memory(C, side, itemsize=itemsize, **options) <= budget

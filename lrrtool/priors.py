@@ -116,10 +116,11 @@ class PatchGroupLift(Lift):
         select: Tensor | None = None,
         tile: int | None = None,
         reach: int = 0,
+        frame_window: int | None = None,
         span: int | None = None,
     ) -> None:
         self.options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
-        self.options |= {"reach": reach, "span": span}
+        self.options |= {"reach": reach, "frame_window": frame_window, "span": span}
         self.tile = tile
         self.select = select
         self.groups: PatchGroups | None = None

@@ -86,7 +86,7 @@ def test_a_static_overlay_over_a_moving_scene_is_filled_from_the_frames_that_sho
     assert result.details["shown_by_other_frames"] == 1.0
 
 
-def test_what_no_frame_shows_gets_one_fill_for_every_frame():
+def test_what_no_frame_shows_is_filled_alike_in_alike_frames():
     """A still scene under a still overlay: nothing to take from other frames, the start is the
     same in every frame (no flicker)."""
     frame = texture(24, 32)
@@ -94,7 +94,7 @@ def test_what_no_frame_shows_gets_one_fill_for_every_frame():
     fill = torch.zeros(6, 24, 32, dtype=torch.bool)
     fill[:, 8:14, 10:20] = True
     start, details = temporal_start(video.masked_fill(fill[:, None], 0), fill)
-    assert details["shown_by_other_frames"] == 0.0 and details["canvas_start"] == "biharmonic"
+    assert details["shown_by_other_frames"] == 0.0 and details["unseen_start"] == "biharmonic"
     assert torch.equal(start[0], start[5])
 
 
@@ -166,3 +166,31 @@ def test_a_clip_is_refused_what_only_an_image_can_take(tmp_path):
     report = jobs.inpaint(jobs.InpaintRequest((clip,), mask=tmp_path / "small.png"))
     assert "mask is 20x20 but the image is 48x32" in report["results"][0]["error"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "small.png"]  # nothing written
+
+
+def test_a_folder_of_masks_follows_the_frames_across_chunks(tmp_path, monkeypatch):
+    """One mask per frame (a moving box), a clip longer than a chunk: every frame is filled
+    where its own mask says, the observed pixels of every frame are kept exactly, and the
+    chunks' borders lose no frame."""
+    from lrrtool.jobs import clips
+
+    monkeypatch.setattr(clips, "MAX_CHUNK_FRAMES", 3)
+    video = panned(8, 24, 32, 1)
+    write_frames(tmp_path / "shots", video)
+    boxes = torch.zeros(8, 3, 24, 32)
+    for t in range(8):
+        boxes[t, :, 8:14, 4 + 2 * t : 12 + 2 * t] = 1.0
+    write_frames(tmp_path / "masks", boxes)
+    report = jobs.inpaint(
+        jobs.InpaintRequest((tmp_path / "shots",), mask=tmp_path / "masks", settings=InpaintSettings(iters=2))
+    )
+    entry = report["results"][0]
+    assert entry["frames"] == 8 and entry["chunk_frames"] == 3 and len(entry["chunks"]) == 3
+    out = torch.stack(
+        [torch.tensor(list(Image.open(p).getdata())).reshape(24, 32, 3).permute(2, 0, 1)
+         for p in sorted((tmp_path / "shots.inpainted").iterdir())]
+    )  # fmt: skip
+    truth = (video * 255).round()
+    hidden = boxes.bool()
+    assert torch.equal(out[~hidden].float(), truth[~hidden])
+    assert float((out[hidden].float() - truth[hidden]).abs().mean()) < 12

@@ -55,6 +55,7 @@ def patch_tile(
     search_step: int,
     select: Tensor | None = None,
     reach: int = 0,
+    frame_window: int | None = None,
 ) -> int | None:
     """The tile side of a patch-group lift on ``image`` ``(C, H, W)`` (or a video ``(T, C, H,
     W)`` searched ``reach`` frames each way) within ``memory_gib`` (None: no budget, one
@@ -67,11 +68,11 @@ def patch_tile(
     span = frame_span(image)
     crop_frames = frames if span is None else min(frames, span + 2 * reach)
     size = image.element_size()
-    K = group_size(group, window, search_step, reach)
+    K = group_size(group, window, search_step, reach, frame_window)
     groups = reference_count(image.shape, patch=patch, stride=stride, select=select)
     fixed = RUNTIME_GIB * 2**30 + (buffers * C * size + 3 * 4) * frames * H * W + groups * K * 4
     options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
-    options["reach"] = reach
+    options |= {"reach": reach, "frame_window": frame_window}
     need = fixed + workers() * tile_memory(C, MIN_TILE_STRIDES * stride, itemsize=size, frames=crop_frames, **options)
     if need > memory_gib * 2**30:
         what = f"{frames} frames of {W}x{H}" if image.ndim == 4 else f"a {W}x{H} image"
@@ -101,13 +102,14 @@ def check_whole_groups(
     search_step: int,
     select: Tensor | None = None,
     reach: int = 0,
+    frame_window: int | None = None,
 ) -> None:
     """Refuse (``LRRError``, parameter ``memory_gib``) a ``solver`` that holds every patch
     group of ``image`` at once when they do not fit in ``memory_gib`` (None: no budget)."""
     if memory_gib is None:
         return
     C, H, W = image.shape[-3:]
-    K = group_size(group, window, search_step, reach)
+    K = group_size(group, window, search_step, reach, frame_window)
     groups = reference_count(image.shape, patch=patch, stride=stride, select=select)
     need = RUNTIME_GIB * 2**30 + groups * K * C * patch**2 * image.element_size() * ADAM_GROUP_COPIES
     if need > memory_gib * 2**30:

@@ -56,7 +56,8 @@ class DenoiseSettings(TaskSettings):
     ``regroup_every`` and ``subspace`` (only the largest singular pairs of each group,
     :class:`lrrtool.priors.LowRankPrior`) belong to ``threshold``; ``lr`` and ``estimator`` to ``adam``.
     ``stride`` is the step of the reference-patch grid, ``window`` the search radius,
-    ``reach`` the frames searched each way in a video (0 in an image)."""
+    ``reach`` the frames searched each way in a video (0 in an image), ``frame_window``
+    the search radius in those other frames (None: ``window``)."""
 
     solver: str | None = None
     patch: int | None = None
@@ -70,6 +71,7 @@ class DenoiseSettings(TaskSettings):
     refine: int | None = None
     subspace: bool | None = None
     reach: int | None = None
+    frame_window: int | None = None
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
     # The neighbouring frames supply most of a group: a smaller window, fewer steps with a
@@ -106,7 +108,7 @@ class DenoiseSettings(TaskSettings):
         **dict.fromkeys(("lr", "estimator"), ("adam",)),
     }
     counts: ClassVar[tuple[str, ...]] = ("iters", "patch", "group", "stride", "window", "search_step", "regroup_every")
-    nonnegative: ClassVar[tuple[str, ...]] = ("lam", "feedback", "rescale", "refine", "reach")
+    nonnegative: ClassVar[tuple[str, ...]] = ("lam", "feedback", "rescale", "refine", "reach", "frame_window")
 
     def for_image(self, channels: int, frames: int = 0) -> DenoiseSettings:
         """Resolved settings, with the patch and group sizes of a grey or colour image, and
@@ -152,12 +154,13 @@ def denoise(
     if min(noisy.shape[-2:]) < s.patch:
         raise LRRError(f"the image ({noisy.shape[-1]}x{noisy.shape[-2]}) is smaller than one patch")
     options = {"patch": s.patch, "group": s.group, "stride": s.stride, "window": s.window, "search_step": s.search_step}
+    options |= {"reach": s.reach, "frame_window": s.frame_window}
     if s.solver == "threshold":
-        tile = patch_tile(noisy, memory_gib, buffers=DENOISE_BUFFERS, reach=s.reach, **options)
+        tile = patch_tile(noisy, memory_gib, buffers=DENOISE_BUFFERS, **options)
     else:
         check_whole_groups(noisy, memory_gib, solver="adam", **options)
         tile = None
-    lift = PatchGroupLift(tile=tile, reach=s.reach, span=frame_span(noisy), **options)
+    lift = PatchGroupLift(tile=tile, span=frame_span(noisy), **options)
     prior = LowRankPrior(s.regularizer(), lift, subspace=bool(s.subspace))
     if s.solver == "threshold":
         clean, result = proximal_gradient(
