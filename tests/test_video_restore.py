@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -111,7 +112,7 @@ def test_a_noisy_still_clip_denoises_better_than_its_frames_alone():
 
 def test_video_defaults_leave_what_the_user_sets():
     s = DenoiseSettings(window=9).for_image(3, frames=5)
-    assert (s.window, s.reach, s.iters) == (9, 2, 6)
+    assert (s.window, s.reach, s.frame_window, s.iters) == (9, 4, 3, 6)
     assert DenoiseSettings().for_image(3).reach == 0
     assert DenoiseSettings(solver="adam").for_video().rescale is None  # threshold's settings stay out
 
@@ -154,6 +155,7 @@ def test_a_video_comes_back_with_its_audio_frame_count_and_rate(tmp_path):
     meta = reader.get_meta_data()
     assert meta["fps"] == 25 and meta["size"] == (48, 32)
     assert reader.count_frames() == 20
+    reader.close()
 
 
 def test_a_clip_is_refused_what_only_an_image_can_take(tmp_path):
@@ -187,9 +189,11 @@ def test_a_folder_of_masks_follows_the_frames_across_chunks(tmp_path, monkeypatc
     entry = report["results"][0]
     assert entry["frames"] == 8 and entry["chunk_frames"] == 3 and len(entry["chunks"]) == 3
     out = torch.stack(
-        [torch.tensor(list(Image.open(p).getdata())).reshape(24, 32, 3).permute(2, 0, 1)
-         for p in sorted((tmp_path / "shots.inpainted").iterdir())]
-    )  # fmt: skip
+        [
+            torch.from_numpy(np.asarray(Image.open(p))).permute(2, 0, 1)
+            for p in sorted((tmp_path / "shots.inpainted").iterdir())
+        ]
+    )
     truth = (video * 255).round()
     hidden = boxes.bool()
     assert torch.equal(out[~hidden].float(), truth[~hidden])

@@ -196,6 +196,8 @@ def restore_clip(
         ok = True
     finally:
         reader.close()
+        if masks is not None and hasattr(masks, "close"):
+            masks.close()
         if not ok and writer is not None:
             writer.abort()
     seconds = time.perf_counter() - started

@@ -74,10 +74,14 @@ class DenoiseSettings(TaskSettings):
     frame_window: int | None = None
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
-    # The neighbouring frames supply most of a group: a smaller window, fewer steps with a
-    # larger rescale (bench/video.py; tree.avi colour sigma 25, 8 frames: 30.32 dB at 4.0 s
-    # a frame, 12 steps of the image defaults 28.63 dB at 4.2 s).
-    video_defaults: ClassVar[dict[str, object]] = {"reach": 2, "window": 7, "iters": 6, "group": 48, "rescale": 0.6}
+    # Neighbouring frames supply most of a group: more frames, searched close to where the
+    # patch was, fewer steps with a larger rescale (bench/video.py clips, 20 frames; tree
+    # colour sigma 25: 28.75 dB with reach 2 in a 15x15 window everywhere, 29.15 with these;
+    # vtest grey 32.20 -> 32.69, 33.00 with reach 6 and frame_window 2, which lost 0.16 dB
+    # on the panning camera; patch 8: +0.5 dB at twice the time).
+    video_defaults: ClassVar[dict[str, object]] = {
+        "reach": 4, "frame_window": 3, "window": 7, "iters": 6, "group": 64, "rescale": 0.55,
+    }  # fmt: skip
     _lift: ClassVar[dict[str, object]] = {"stride": 4, "window": 15}
     defaults: ClassVar[dict[str, dict[str, object]]] = {
         "threshold": {
