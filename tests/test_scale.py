@@ -10,10 +10,10 @@ import torch
 from lrrtool import workers
 from lrrtool.core import LowRankRegularizer
 from lrrtool.errors import LRRError
-from lrrtool.patches import PatchGroups, plan_tile, tile_crops, tile_memory
+from lrrtool.patches import PatchGroups, tile_crops
 from lrrtool.priors import LowRankPrior, PatchGroupLift
 from lrrtool.solvers import Progress
-from lrrtool.tasks.budget import patch_tile, reference_count
+from lrrtool.tasks.budget import patch_tile, plan_tile, reference_count, tile_memory
 from lrrtool.tasks.denoise import denoise
 from lrrtool.tasks.inpaint import InpaintSettings, inpaint
 from lrrtool.tasks.starts import biharmonic_fill, hole_regions, start_by_region

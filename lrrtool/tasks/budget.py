@@ -1,5 +1,5 @@
 """Memory budgets: how much of ``memory_gib`` a task's whole-image buffers take, and the
-tile of patch groups the rest allows (:func:`lrrtool.patches.plan_tile`).
+tile of patch groups the rest allows (:func:`plan_tile`, :func:`tile_memory`).
 
 A budget covers the whole process: :data:`RUNTIME_GIB` for Python, torch and the media
 libraries, the task's image-sized buffers, the stored group indices, and one tile per
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lrrtool.errors import LRRError
-from lrrtool.patches import MIN_TILE_STRIDES, grid_positions, group_size, plan_tile, tile_memory
+from lrrtool.patches import GROUP_BATCH, grid_positions, group_size
 from lrrtool.workers import workers
 
 #: The process itself (Python, torch, imageio) and what its heap keeps: 0.35 GiB peak resident
@@ -118,3 +118,90 @@ def check_whole_groups(
             f"every patch group at once (about {need / 2**30:.1f} GiB); the threshold solver works in tiles",
             parameter="memory_gib",
         )
+
+
+def tile_memory(
+    channels: int,
+    side: int,
+    *,
+    patch: int,
+    group: int,
+    stride: int,
+    window: int,
+    search_step: int,
+    itemsize: int,
+    frames: int = 1,
+    reach: int = 0,
+    frame_window: int | None = None,
+) -> int:
+    """Bytes one worker needs for a tile of ``side x side`` reference positions (in each of
+    ``frames`` frames): the larger of finding its groups and shrinking them
+    :data:`GROUP_BATCH` at a time.
+
+    Measured by the process's peak (``VmHWM``) around finding the groups of, and one prox
+    on, whole 256x256 and 512x512 images (colour K 64 and 32, grey K 48), and rounded
+    up: finding, about ``100 (K + 64)`` bytes per group (the running top-K and the distances
+    of a chunk of offsets) and 40 values per crop pixel and channel (shifted copies);
+    shrinking, ``6 K D`` values per group of a batch and two ``L x D`` buffers of the crop."""
+    K = group_size(group, window, search_step, reach, frame_window)
+    D = channels * patch**2
+    groups = (-(-side // stride)) ** 2 * frames
+    crop = (side + 2 * window + patch) ** 2 * frames
+    finding = groups * 100 * (K + 64) + crop * channels * itemsize * 40
+    shrinking = min(groups, GROUP_BATCH) * 6 * K * D * itemsize + 2 * crop * D * itemsize
+    return max(finding, shrinking)
+
+
+#: The smallest tile, in strides.
+MIN_TILE_STRIDES = 4
+#: Tiles of at least this many reference positions a side are split to share the workers:
+#: a crop reads ``window`` positions and a patch beyond its tile, work done twice.
+SHARED_TILE = 128
+
+
+def plan_tile(
+    shape: tuple[int, ...],
+    *,
+    budget: int,
+    workers: int,
+    patch: int,
+    group: int,
+    stride: int,
+    window: int,
+    search_step: int,
+    itemsize: int,
+    reach: int = 0,
+    frame_window: int | None = None,
+) -> int | None:
+    """The tile side (reference positions, a multiple of ``stride``) for an image of
+    ``shape`` ``(C, H, W)``: the largest whose ``workers`` tiles fit in ``budget`` bytes
+    (:func:`tile_memory`), halved while the tiles do not share evenly over the workers
+    and each stays at least :data:`SHARED_TILE`; None for one tile. The smallest tile is
+    ``MIN_TILE_STRIDES * stride`` (:func:`tile_memory` says what it needs), taken even
+    when it does not fit."""
+    C, H, W = shape[-3:]
+    frames = shape[0] if len(shape) == 4 else 1
+    options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
+    options |= {"frames": frames, "reach": reach, "frame_window": frame_window}
+
+    def fits(side: int) -> bool:
+        return workers * tile_memory(C, side, itemsize=itemsize, **options) <= budget
+
+    whole = -(-max(H, W) // stride) * stride
+    side = MIN_TILE_STRIDES * stride
+    while side < whole and fits(side + stride):
+        side += stride
+    ny, nx = H - patch + 1, W - patch + 1
+
+    def uneven(side: int) -> bool:
+        """The busiest worker has 30 % more than its share: too few tiles, or a few unequal
+        ones (a 236x316 grid in tiles of 268: 236x268 and 236x48)."""
+        lengths = lambda n: [min(side, n - a) for a in range(0, n, side)]  # noqa: E731
+        loads = [0] * workers
+        for area in sorted((h * w for h in lengths(ny) for w in lengths(nx)), reverse=True):
+            loads[loads.index(min(loads))] += area  # the next tile to the least busy worker
+        return max(loads) > 1.3 * ny * nx / workers
+
+    while uneven(side) and side // 2 >= SHARED_TILE:
+        side = -(-side // 2 // stride) * stride
+    return None if side >= whole else side
