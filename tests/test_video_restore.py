@@ -190,7 +190,7 @@ def test_a_folder_of_masks_follows_the_frames_across_chunks(tmp_path, monkeypatc
     assert entry["frames"] == 8 and entry["chunk_frames"] == 3 and len(entry["chunks"]) == 3
     out = torch.stack(
         [
-            torch.from_numpy(np.asarray(Image.open(p))).permute(2, 0, 1)
+            torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1)
             for p in sorted((tmp_path / "shots.inpainted").iterdir())
         ]
     )
