@@ -188,6 +188,9 @@ def test_a_folder_of_masks_follows_the_frames_across_chunks(tmp_path, monkeypatc
     )
     entry = report["results"][0]
     assert entry["frames"] == 8 and entry["chunk_frames"] == 3 and len(entry["chunks"]) == 3
+    onto_masks = jobs.Outputs(output=tmp_path / "masks", overwrite=True)
+    refused = jobs.inpaint(jobs.InpaintRequest((tmp_path / "shots",), mask=tmp_path / "masks", outputs=onto_masks))
+    assert "refusing to overwrite an input" in refused["results"][0]["error"]
     out = torch.stack(
         [
             torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1)

@@ -83,7 +83,7 @@ def image_targets(
         if media.is_clip(path):
             from lrrtool.jobs.clips import clip_target
 
-            return clip_target(path, names[path], None, suffix)
+            return clip_target(path, names[path], None, suffix, protect)
         return media.check_output(names[path], protect, image=True)
 
     return target

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -39,16 +39,19 @@ MAX_CHUNK_FRAMES = 24
 CHUNK_SHARE = 0.5
 
 
-def clip_target(path: Path, output: Path | None, output_dir: Path | None, suffix: str) -> Path:
+def clip_target(
+    path: Path, output: Path | None, output_dir: Path | None, suffix: str, protect: Iterable[Path] = ()
+) -> Path:
     """A clip's output: ``output``, else ``NAME.suffix.mp4`` (a video) or ``NAME.suffix/``
     (a folder of frames) in ``output_dir`` (default: beside the input). A folder's output
-    is a folder, a video's a video file."""
+    is a folder, a video's a video file; neither may be the clip or a path of ``protect``
+    (the other inputs, a mask)."""
     folder = path.is_dir()
     if output is None:
         name = f"{path.name}.{suffix}" if folder else f"{path.stem}.{suffix}.mp4"
         output = (path.parent if output_dir is None else Path(output_dir)) / name
     output = Path(output)
-    if media.same_file(output, path) or (output.exists() and media.same_file(output.resolve(), path.resolve())):
+    if any(media.same_file(output, other) for other in [path, *protect]):
         raise LRRError(f"{output}: refusing to overwrite an input; choose another output path")
     if folder:
         if output.exists() and not output.is_dir():
