@@ -88,7 +88,9 @@ def penalties() -> None:
 WidthOpt = Annotated[int | None, typer.Option("--width", metavar="N", help="Factor width (--method dlrl).")]
 ReachOpt = Annotated[
     int | None,
-    typer.Option("--reach", metavar="N", help="A clip's frames searched before and after each frame (default 2)."),
+    typer.Option(
+        "--reach", metavar="N", help="A clip's frames searched before and after each (default: denoise 4, inpaint 2)."
+    ),
 ]
 FactorsOpt = Annotated[int | None, typer.Option("--factors", metavar="N", help="Factors I (--method dlrl).")]
 PBlockOpt = Annotated[
@@ -331,9 +333,10 @@ def denoise(
     --solver adam runs the paper's gradient route instead. --sigma auto estimates the
     noise by the wavelet MAD rule and reports it.
 
-    A clip (a video file, or a folder of frames) is denoised with groups searched --reach
-    frames each way (6 steps, a 15x15 window); a video gives NAME.denoised.mp4 (same size,
-    rate, frames and audio), a folder a folder of PNG frames with the same names.
+    A clip (a video file, or a folder of frames) is denoised with groups of 64 searched in
+    a 15x15 window in each frame and a 7x7 one in the --reach (4) frames before and after
+    it, 6 steps; a video gives NAME.denoised.mp4 (same size, rate, frames and audio), a
+    folder a folder of PNG frames with the same names.
     """
     with user_errors():
         settings = DenoiseSettings(
