@@ -66,24 +66,48 @@ def frame_offsets(reach: int) -> list[int]:
     return [0, *(d for r in range(1, reach + 1) for d in (-r, r))]
 
 
-def group_size(group: int, window: int, search_step: int, reach: int = 0, frame_window: int | None = None) -> int:
+@dataclass(frozen=True)
+class TemporalSearch:
+    """Where a clip's groups look beyond a reference's own frame: the ``reach`` frames
+    before and after it, within ``window`` (None: the own frame's window; a still scene
+    matches near where it was, and a wide window in every frame costs ``2 reach + 1`` times
+    one frame's search) of ``centres[dt - 1]`` (rows, columns), where the camera's motion
+    took the patch ``dt`` frames later (``-centre`` as many frames earlier; none given: in
+    place). The default searches the own frame only (an image)."""
+
+    reach: int = 0
+    window: int | None = None
+    centres: tuple[tuple[int, int], ...] = ()
+
+    def offsets(self, window: int, search_step: int, frames: int | None = None) -> list[tuple[int, int, int]]:
+        """The ``(dt, dy, dx)`` shifts a reference patch is compared with, its own frame
+        first, in a clip of ``frames`` frames (None: any)."""
+        reach = self.reach if frames is None else min(self.reach, frames - 1)
+        other = window if self.window is None else min(self.window, window)
+        out = []
+        for dt in frame_offsets(reach):
+            cy, cx = self.centre(dt)
+            out += [(dt, cy + dy, cx + dx) for dy, dx in search_offsets(window if dt == 0 else other, search_step)]
+        return out
+
+    def centre(self, dt: int) -> tuple[int, int]:
+        if dt == 0 or abs(dt) > len(self.centres):
+            return 0, 0
+        cy, cx = self.centres[abs(dt) - 1]
+        return (cy, cx) if dt > 0 else (-cy, -cx)
+
+    def extent(self, window: int) -> int:
+        """How far from a reference the search reaches in rows or columns (pads and crops)."""
+        return max([window, *(abs(c) + (self.window or window) for centre in self.centres for c in centre)])
+
+
+#: The search of an image: its own frame only.
+OWN_FRAME = TemporalSearch()
+
+
+def group_size(group: int, window: int, search_step: int, temporal: TemporalSearch = OWN_FRAME) -> int:
     """``K``: the patches a group holds, at most one per search offset."""
-    return min(group, len(frame_search(window, search_step, reach, frame_window)))
-
-
-def frame_search(
-    window: int, search_step: int, reach: int = 0, frame_window: int | None = None
-) -> list[tuple[int, int, int]]:
-    """The ``(dt, dy, dx)`` shifts a reference patch is compared with, its own frame first:
-    ``window`` in its own frame and ``frame_window`` (None: ``window``) in the ``reach``
-    frames before and after it (a still scene matches near where it was; a wide window in
-    every frame costs ``2 reach + 1`` times one frame's search)."""
-    other = window if frame_window is None else min(frame_window, window)
-    return [
-        (dt, dy, dx)
-        for dt in frame_offsets(reach)
-        for dy, dx in search_offsets(window if dt == 0 else other, search_step)
-    ]
+    return min(group, len(temporal.offsets(window, search_step)))
 
 
 def group_indices(
@@ -97,15 +121,15 @@ def group_indices(
     search_step: int = 2,
     core: tuple[int, int, int, int] | None = None,
     chunk: int = 64,
-    reach: int = 0,
-    frame_window: int | None = None,
+    temporal: TemporalSearch = OWN_FRAME,
     frames: tuple[int, int] | None = None,
 ) -> Tensor:
     """Indices ``(G, K)`` into :func:`all_patches` rows: for each reference patch on a grid
     of step ``stride`` (in every frame of a video), the ``K = group`` most similar patches
     (squared distance over all channels) among the offsets ``-window, -window +
     search_step, ..., window`` in each direction that stay inside the image, in its own
-    frame and the ``reach`` frames before and after it (the reference itself first).
+    frame and the frames ``temporal`` names (:class:`TemporalSearch`; the reference itself
+    first).
     ``select`` (bool ``(H, W)``, or ``(T, H, W)`` for a video) keeps only references whose
     patch touches a True pixel; ``core`` ``(top, bottom, left, right)`` only references at
     rows ``top <= y < bottom`` and columns ``left <= x < right`` (a tile's, see
@@ -136,7 +160,8 @@ def group_indices(
     if core is not None:
         keep &= (ry >= core[0]) & (ry < core[1]) & (rx >= core[2]) & (rx < core[3])
     rt, ry, rx, cell = rt[keep], ry[keep], rx[keep], cell[keep]
-    offsets = frame_search(window, search_step, min(reach, T - 1), frame_window)
+    offsets = temporal.offsets(window, search_step, T)
+    window = temporal.extent(window)  # the padding every offset stays within
     k = min(group, len(offsets))
     if ry.numel() == 0:
         return torch.zeros((0, k), dtype=torch.long, device=device)
@@ -297,7 +322,7 @@ def _fold(rows: Tensor, frames: int, size: tuple[int, int], patch: int) -> Tenso
 
 class PatchGroups:
     """Groups of similar patches found on an image ``(C, H, W)`` or a video ``(T, C, H, W)``
-    (see :func:`group_indices`; ``reach``: frames searched before and after a reference's
+    (see :func:`group_indices`; ``temporal``: where the other frames are searched, a reference's
     own): gathers them from any signal of that shape and averages patch estimates back.
 
     ``tile``: the groups are found and used a square of ``tile x tile`` reference
@@ -322,8 +347,7 @@ class PatchGroups:
         window: int,
         select: Tensor | None = None,
         search_step: int = 2,
-        reach: int = 0,
-        frame_window: int | None = None,
+        temporal: TemporalSearch = OWN_FRAME,
         tile: int | None = None,
         span: int | None = None,
         batch: int = GROUP_BATCH,
@@ -332,14 +356,15 @@ class PatchGroups:
         self.patch, self.shape, self.batch = patch, image.shape, batch
         video = as_video(image)
         T, H, W = video.shape[0], *video.shape[-2:]
-        reach = min(reach, T - 1)
-        self.size = group_size(group, window, search_step, reach, frame_window)
+        reach = min(temporal.reach, T - 1)
+        self.size = min(group, len(temporal.offsets(window, search_step, T)))
+        extent = temporal.extent(window)  # what a crop must hold around its references
         side = tile or -(-max(H, W) // stride) * stride
-        squares = tile_crops(H, W, patch=patch, stride=stride, window=window, side=side)
+        squares = tile_crops(H, W, patch=patch, stride=stride, window=extent, side=side)
         if select is not None:
             select = select.reshape(-1, H, W)
             touched = F.max_pool2d(select.any(0)[None, None].float(), patch, stride=1)[0, 0] > 0
-            fit = {"patch": patch, "stride": stride, "window": window, "height": H, "width": W}
+            fit = {"patch": patch, "stride": stride, "window": extent, "height": H, "width": W}
             squares = [c for c in (fit_crop(crop, touched, **fit) for crop in squares) if c is not None]
         spans = [(a, min(a + (span or T), T)) for a in range(0, T, span or T)]
         crops = [(first, stop, *square) for first, stop in spans for square in squares]
@@ -350,7 +375,7 @@ class PatchGroups:
             chosen = None if select is None else select[frames if select.shape[0] > 1 else slice(None), rows, cols]
             index = group_indices(
                 video[frames, :, rows, cols], patch=patch, group=group, stride=stride, window=window,
-                search_step=search_step, select=chosen, core=core, reach=reach, frame_window=frame_window,
+                search_step=search_step, select=chosen, core=core, temporal=temporal,
                 frames=(first - frames.start, stop - frames.start),
             )  # fmt: skip
             h, w = rows.stop - rows.start, cols.stop - cols.start

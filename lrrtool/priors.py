@@ -29,7 +29,7 @@ from torch import Tensor
 from lrrtool.core import LowRankRegularizer
 from lrrtool.core.prox import reweighted_threshold
 from lrrtool.errors import LRRError
-from lrrtool.patches import PatchGroups
+from lrrtool.patches import OWN_FRAME, PatchGroups, TemporalSearch
 
 #: ``progress(done, total)``: parts of a lift's work finished.
 Tick = Callable[[int, int], None]
@@ -97,7 +97,7 @@ class FramesAsColumns(Lift):
 
 class PatchGroupLift(Lift):
     """Groups of similar patches of an image ``(C, H, W)`` or a video ``(T, C, H, W)`` (searched
-    ``reach`` frames each way; see :class:`lrrtool.patches.PatchGroups`), each a centred
+    other frames as ``temporal`` says; see :class:`lrrtool.patches.PatchGroups`), each a centred
     ``K x C p^2`` matrix. Call :meth:`refresh` with a signal before use;
     ``select`` (bool ``(H, W)``, or ``(T, H, W)``) keeps only groups whose reference patch touches it;
     ``tile``: the groups are found and shrunk a tile of ``tile x tile`` reference
@@ -115,12 +115,11 @@ class PatchGroupLift(Lift):
         search_step: int = 1,
         select: Tensor | None = None,
         tile: int | None = None,
-        reach: int = 0,
-        frame_window: int | None = None,
+        temporal: TemporalSearch = OWN_FRAME,
         span: int | None = None,
     ) -> None:
         self.options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
-        self.options |= {"reach": reach, "frame_window": frame_window, "span": span}
+        self.options |= {"temporal": temporal, "span": span}
         self.tile = tile
         self.select = select
         self.groups: PatchGroups | None = None

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 from lrrtool import jobs
 from lrrtool.cli import app
 from lrrtool.metrics import psnr
-from lrrtool.patches import PatchGroups, all_patches, group_indices
+from lrrtool.patches import PatchGroups, TemporalSearch, all_patches, group_indices
 from lrrtool.tasks.denoise import DenoiseSettings, denoise
 from lrrtool.tasks.inpaint import InpaintSettings, inpaint
-from lrrtool.tasks.temporal import frame_shifts, temporal_start
+from lrrtool.tasks.temporal import camera_search, frame_shifts, temporal_start
 from tests.test_jobs import clip_with_audio, streams
 
 QUICK_DENOISE = DenoiseSettings(iters=2, group=16, window=4)
@@ -38,7 +38,7 @@ def test_a_video_search_finds_the_patch_in_the_neighbouring_frames():
     (distance 0) before any other, and the indices point into the right frames."""
     frame = torch.rand(1, 12, 12, generator=torch.Generator().manual_seed(1))
     video = frame.expand(3, 1, 12, 12).contiguous()
-    index = group_indices(video, patch=3, group=3, stride=4, window=2, search_step=1, reach=1)
+    index = group_indices(video, patch=3, group=3, stride=4, window=2, search_step=1, temporal=TemporalSearch(1))
     L = 10 * 10
     assert index.shape == (3 * 16, 3)  # rows and columns 0, 4, 8, 9
     for row, t in zip(index, torch.arange(3).repeat_interleave(16), strict=True):
@@ -50,7 +50,9 @@ def test_a_video_search_finds_the_patch_in_the_neighbouring_frames():
 
 def test_tiles_and_frame_spans_give_the_same_groups_as_one_solve():
     video = torch.rand(5, 3, 30, 34, generator=torch.Generator().manual_seed(2))
-    options = dict(patch=4, group=10, stride=3, window=4, search_step=1, reach=2)
+    options = dict(
+        patch=4, group=10, stride=3, window=4, search_step=1, temporal=TemporalSearch(2, 3, ((1, -2), (2, -3)))
+    )
     whole = PatchGroups(video, **options)
     parts = PatchGroups(video, tile=6, span=2, batch=5, **options)
     order = lambda index: index[torch.argsort(index[:, 0])]  # noqa: E731
@@ -69,6 +71,10 @@ def test_frame_shifts_find_a_planted_camera_pan():
     fill[:, 28:34, 8:40] = True  # a caption
     shifts = frame_shifts(video, fill)
     assert torch.equal(shifts[:, 1], torch.arange(6) * -3) and bool((shifts[:, 0] == 0).all())
+    search = camera_search(shifts, reach=2, window=1)
+    assert search.centres == ((0, -3), (0, -6)) and search.centre(-2) == (0, 6)
+    assert search.offsets(4, 1)[81:84] == [(-1, -1, 2), (-1, -1, 3), (-1, -1, 4)]  # around +3 a frame back
+    assert search.extent(4) == 7 and camera_search(torch.zeros(6, 2, dtype=torch.long), 2).centres == ()
 
 
 def test_a_static_overlay_over_a_moving_scene_is_filled_from_the_frames_that_show_it():

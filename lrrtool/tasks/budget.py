@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lrrtool.errors import LRRError
-from lrrtool.patches import GROUP_BATCH, grid_positions, group_size
+from lrrtool.patches import GROUP_BATCH, OWN_FRAME, TemporalSearch, grid_positions, group_size
 from lrrtool.workers import workers
 
 #: The process itself (Python, torch, imageio) and what its heap keeps: 0.35 GiB peak resident
@@ -54,11 +54,10 @@ def patch_tile(
     window: int,
     search_step: int,
     select: Tensor | None = None,
-    reach: int = 0,
-    frame_window: int | None = None,
+    temporal: TemporalSearch = OWN_FRAME,
 ) -> int | None:
     """The tile side of a patch-group lift on ``image`` ``(C, H, W)`` (or a video ``(T, C, H,
-    W)`` searched ``reach`` frames each way) within ``memory_gib`` (None: no budget, one
+    W)`` searched in other frames as ``temporal`` says) within ``memory_gib`` (None: no budget, one
     tile), where the task holds ``buffers`` signal-sized tensors.
     Raises ``LRRError`` (parameter ``memory_gib``) when the budget cannot hold the work."""
     if memory_gib is None:
@@ -66,13 +65,13 @@ def patch_tile(
     C, H, W = image.shape[-3:]
     frames = image.shape[0] if image.ndim == 4 else 1
     span = frame_span(image)
-    crop_frames = frames if span is None else min(frames, span + 2 * reach)
+    crop_frames = frames if span is None else min(frames, span + 2 * temporal.reach)
     size = image.element_size()
-    K = group_size(group, window, search_step, reach, frame_window)
+    K = group_size(group, window, search_step, temporal)
     groups = reference_count(image.shape, patch=patch, stride=stride, select=select)
     fixed = RUNTIME_GIB * 2**30 + (buffers * C * size + 3 * 4) * frames * H * W + groups * K * 4
     options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
-    options |= {"reach": reach, "frame_window": frame_window}
+    options["temporal"] = temporal
     need = fixed + workers() * tile_memory(C, MIN_TILE_STRIDES * stride, itemsize=size, frames=crop_frames, **options)
     if need > memory_gib * 2**30:
         what = f"{frames} frames of {W}x{H}" if image.ndim == 4 else f"a {W}x{H} image"
@@ -101,15 +100,14 @@ def check_whole_groups(
     window: int,
     search_step: int,
     select: Tensor | None = None,
-    reach: int = 0,
-    frame_window: int | None = None,
+    temporal: TemporalSearch = OWN_FRAME,
 ) -> None:
     """Refuse (``LRRError``, parameter ``memory_gib``) a ``solver`` that holds every patch
     group of ``image`` at once when they do not fit in ``memory_gib`` (None: no budget)."""
     if memory_gib is None:
         return
     C, H, W = image.shape[-3:]
-    K = group_size(group, window, search_step, reach, frame_window)
+    K = group_size(group, window, search_step, temporal)
     groups = reference_count(image.shape, patch=patch, stride=stride, select=select)
     need = RUNTIME_GIB * 2**30 + groups * K * C * patch**2 * image.element_size() * ADAM_GROUP_COPIES
     if need > memory_gib * 2**30:
@@ -131,8 +129,7 @@ def tile_memory(
     search_step: int,
     itemsize: int,
     frames: int = 1,
-    reach: int = 0,
-    frame_window: int | None = None,
+    temporal: TemporalSearch = OWN_FRAME,
 ) -> int:
     """Bytes one worker needs for a tile of ``side x side`` reference positions (in each of
     ``frames`` frames): the larger of finding its groups and shrinking them
@@ -143,7 +140,8 @@ def tile_memory(
     up: finding, about ``100 (K + 64)`` bytes per group (the running top-K and the distances
     of a chunk of offsets) and 40 values per crop pixel and channel (shifted copies);
     shrinking, ``6 K D`` values per group of a batch and two ``L x D`` buffers of the crop."""
-    K = group_size(group, window, search_step, reach, frame_window)
+    K = group_size(group, window, search_step, temporal)
+    window = temporal.extent(window)
     D = channels * patch**2
     groups = (-(-side // stride)) ** 2 * frames
     crop = (side + 2 * window + patch) ** 2 * frames
@@ -170,8 +168,7 @@ def plan_tile(
     window: int,
     search_step: int,
     itemsize: int,
-    reach: int = 0,
-    frame_window: int | None = None,
+    temporal: TemporalSearch = OWN_FRAME,
 ) -> int | None:
     """The tile side (reference positions, a multiple of ``stride``) for an image of
     ``shape`` ``(C, H, W)``: the largest whose ``workers`` tiles fit in ``budget`` bytes
@@ -182,7 +179,7 @@ def plan_tile(
     C, H, W = shape[-3:]
     frames = shape[0] if len(shape) == 4 else 1
     options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
-    options |= {"frames": frames, "reach": reach, "frame_window": frame_window}
+    options |= {"frames": frames, "temporal": temporal}
 
     def fits(side: int) -> bool:
         return workers * tile_memory(C, side, itemsize=itemsize, **options) <= budget

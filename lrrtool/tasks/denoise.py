@@ -42,6 +42,7 @@ from lrrtool.priors import LowRankPrior, PatchGroupLift, noise_threshold
 from lrrtool.settings import TaskSettings
 from lrrtool.solvers import PIXEL_BOUNDS, Callback, SolveResult, adam, proximal_gradient
 from lrrtool.tasks.budget import check_whole_groups, frame_span, patch_tile
+from lrrtool.tasks.temporal import camera_search, frame_shifts
 
 #: Patch side and group size by image kind when neither the user nor the preset sets
 #: them: ``D = C p^2`` = 36 (grey) and 75 (colour); measured best (``bench/denoise.py``).
@@ -158,7 +159,8 @@ def denoise(
     if min(noisy.shape[-2:]) < s.patch:
         raise LRRError(f"the image ({noisy.shape[-1]}x{noisy.shape[-2]}) is smaller than one patch")
     options = {"patch": s.patch, "group": s.group, "stride": s.stride, "window": s.window, "search_step": s.search_step}
-    options |= {"reach": s.reach, "frame_window": s.frame_window}
+    if noisy.ndim == 4 and s.reach:
+        options["temporal"] = camera_search(frame_shifts(noisy), s.reach, s.frame_window)
     if s.solver == "threshold":
         tile = patch_tile(noisy, memory_gib, buffers=DENOISE_BUFFERS, **options)
     else:

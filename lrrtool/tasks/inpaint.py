@@ -47,7 +47,7 @@ from lrrtool.settings import TaskSettings
 from lrrtool.solvers import PIXEL_BOUNDS, SOLVERS, Callback, Progress, SolveResult, adam, proximal_gradient
 from lrrtool.tasks.budget import check_whole_groups, frame_span, patch_tile
 from lrrtool.tasks.starts import START_RANKS, laplacian_energy, start_by_region
-from lrrtool.tasks.temporal import temporal_start
+from lrrtool.tasks.temporal import camera_search, frame_shifts, temporal_start
 
 MODELS = ("patches", "global")
 #: ``auto``: :func:`choose_start`; ``biharmonic``: always :func:`biharmonic_fill`.
@@ -265,7 +265,9 @@ def inpaint(
         out, result = _dlrl(forward, s, callback)
         return forward.project(out.clamp(0, 1)), result
     options = {"patch": s.patch, "group": s.group, "stride": s.stride, "window": s.window, "search_step": s.search_step}
-    options["reach"] = s.reach or 0
+    shifts = frame_shifts(forward.observed, fill) if video else None
+    if video and s.reach:
+        options["temporal"] = camera_search(shifts, s.reach)
     tile = None
     if s.model == "patches" and s.solver == "threshold":
         tile = patch_tile(image, memory_gib, buffers=INPAINT_BUFFERS, select=fill, **options)
@@ -279,7 +281,7 @@ def inpaint(
 
     started(0, 1)
     if video:
-        start, details = temporal_start(forward.observed, fill, progress=started)
+        start, details = temporal_start(forward.observed, fill, shifts=shifts, progress=started)
     else:
         start, details = start_by_region(
             forward.observed, fill, test=s.start == "auto", ranks=s.start_ranks, margin_db=s.start_margin,
