@@ -141,7 +141,7 @@ def restore_clip(
     chunks of :func:`chunk_frames_for` frames, each with the ``reach`` frames before and
     after it. ``masks`` yields the chunks' masks (bool ``(T, H, W)``, the same frames as the
     chunks, look-ahead included). ``callback`` hears the frames done (phase ``frames``).
-    Grey clips (every frame's channels equal) are solved and written grey.
+    A clip whose first chunk is grey (its channels equal) is solved and written grey.
     Returns the report entry: frames, size, rate, time, chunks, audio, peak memory."""
     folder = path.is_dir()
     if not folder:
@@ -182,8 +182,9 @@ def restore_clip(
                 )  # fmt: skip
             writer.append(restored[first : first + own])
             chunks.append({"chunk": len(chunks) + 1, "frames": own, **solve_entry(result, result.seconds)})
-            behind = volume[max(first + own - reach, 0) : first + own] if reach else None
-            behind_mask = None if mask is None or not reach else mask[max(first + own - reach, 0) : first + own]
+            kept = slice(max(first + own - reach, 0), first + own)  # copies: a view would hold the chunk
+            behind = volume[kept].clone() if reach else None
+            behind_mask = None if mask is None or not reach else mask[kept].clone()
             done += own
             del volume, frames, restored, chunk
             release_freed_memory()
