@@ -105,9 +105,11 @@ class TemporalSearch:
 OWN_FRAME = TemporalSearch()
 
 
-def group_size(group: int, window: int, search_step: int, temporal: TemporalSearch = OWN_FRAME) -> int:
-    """``K``: the patches a group holds, at most one per search offset."""
-    return min(group, len(temporal.offsets(window, search_step)))
+def group_size(
+    group: int, window: int, search_step: int, temporal: TemporalSearch = OWN_FRAME, frames: int | None = None
+) -> int:
+    """``K``: the patches a group holds, at most one per search offset (in a clip of ``frames``)."""
+    return min(group, len(temporal.offsets(window, search_step, frames)))
 
 
 def group_indices(
@@ -357,7 +359,7 @@ class PatchGroups:
         video = as_video(image)
         T, H, W = video.shape[0], *video.shape[-2:]
         reach = min(temporal.reach, T - 1)
-        self.size = min(group, len(temporal.offsets(window, search_step, T)))
+        self.size = group_size(group, window, search_step, temporal, T)
         extent = temporal.extent(window)  # what a crop must hold around its references
         side = tile or -(-max(H, W) // stride) * stride
         squares = tile_crops(H, W, patch=patch, stride=stride, window=extent, side=side)

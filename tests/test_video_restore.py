@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from lrrtool import jobs
 from lrrtool.cli import app
+from lrrtool.errors import LRRError
 from lrrtool.metrics import psnr
 from lrrtool.patches import PatchGroups, TemporalSearch, all_patches, group_indices
 from lrrtool.tasks.denoise import DenoiseSettings, denoise
@@ -173,6 +175,8 @@ def test_a_clip_is_refused_what_only_an_image_can_take(tmp_path):
     Image.new("L", (20, 20), 255).save(tmp_path / "small.png")
     report = jobs.inpaint(jobs.InpaintRequest((clip,), mask=tmp_path / "small.png"))
     assert "mask is 20x20 but the image is 48x32" in report["results"][0]["error"]
+    with pytest.raises(LRRError, match=r"masks\.mp4: no such file or folder"):
+        jobs.inpaint(jobs.InpaintRequest((clip,), mask=tmp_path / "masks.mp4"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "small.png"]  # nothing written
 
 

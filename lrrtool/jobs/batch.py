@@ -13,6 +13,7 @@ import torch
 
 from lrrtool import __version__, media
 from lrrtool.errors import LRRError
+from lrrtool.jobs.clips import check_clip_output
 from lrrtool.jobs.progress import Listener, Update, solver_updates
 from lrrtool.workers import workers
 
@@ -81,9 +82,7 @@ def image_targets(
 
     def target(path: Path) -> Path:
         if media.is_clip(path):
-            from lrrtool.jobs.clips import clip_target
-
-            return clip_target(path, names[path], None, suffix, protect)
+            return check_clip_output(path, names[path], protect)
         return media.check_output(names[path], protect, image=True)
 
     return target

@@ -39,17 +39,12 @@ MAX_CHUNK_FRAMES = 24
 CHUNK_SHARE = 0.5
 
 
-def clip_target(
-    path: Path, output: Path | None, output_dir: Path | None, suffix: str, protect: Iterable[Path] = ()
-) -> Path:
-    """A clip's output: ``output``, else ``NAME.suffix.mp4`` (a video) or ``NAME.suffix/``
-    (a folder of frames) in ``output_dir`` (default: beside the input). A folder's output
-    is a folder, a video's a video file; neither may be the clip or a path of ``protect``
-    (the other inputs, a mask)."""
+def check_clip_output(path: Path, output: Path, protect: Iterable[Path] = ()) -> Path:
+    """Refuse, before any work, a clip's ``output`` (named by
+    :func:`lrrtool.jobs.batch.output_path`) that is the clip or a path of ``protect`` (the
+    other inputs, a mask), or of the wrong kind: a folder's output is a folder, a video's a
+    video file."""
     folder = path.is_dir()
-    if output is None:
-        name = f"{path.name}.{suffix}" if folder else f"{path.stem}.{suffix}.mp4"
-        output = (path.parent if output_dir is None else Path(output_dir)) / name
     output = Path(output)
     if any(media.same_file(output, other) for other in [path, *protect]):
         raise LRRError(f"{output}: refusing to overwrite an input; choose another output path")
@@ -91,8 +86,8 @@ class FrameFolder:
     moved into place by :meth:`commit` (replacing an older one), removed by :meth:`abort`.
     Frame ``k`` is named after ``names[k]`` with the suffix ``.png``."""
 
-    def __init__(self, target: Path, names: list[str], protect: list[Path]) -> None:
-        self.target, self.names, self.protect, self.frames = target, names, protect, 0
+    def __init__(self, target: Path, names: list[str]) -> None:
+        self.target, self.names, self.frames = target, names, 0
         self._created = media.make_folder(target.parent)
         try:
             self._scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -121,9 +116,14 @@ class FrameFolder:
         media.remove_empty(self._created)
 
 
-#: ``solve(frames, masks, callback)``: the restored frames ``(T, C, H, W)`` of a chunk with
-#: the frames around it (float in ``[0, 1]``; ``masks`` bool ``(T, H, W)`` or None) and the solve.
+#: ``solve(frames, mask, callback)``: the restored frames ``(T, C, H, W)`` of a chunk with
+#: the frames around it (float in ``[0, 1]``; ``mask`` bool ``(T, H, W)``, ``(H, W)`` for every
+#: frame, or None) and the solve.
 Solve = Callable[[Tensor, Tensor | None, Callback], tuple[Tensor, SolveResult]]
+#: ``masks(shape, chunk_frames)``: a clip's mask, read before any frame: one bool ``(H, W)``
+#: for every frame, or a stream of ``(T, H, W)`` chunks like the frames' (``(C, H, W)``
+#: frames, ``chunk_frames`` a chunk, with the look-ahead).
+Masks = Callable[[tuple[int, int, int], int], Tensor | Iterator[Tensor]]
 
 
 def restore_clip(
@@ -134,13 +134,13 @@ def restore_clip(
     reach: int,
     buffers: int,
     place: Placement,
-    masks: Iterator[Tensor] | None = None,
+    masks: Masks | None = None,
     callback: Callback | None = None,
 ) -> dict[str, object]:
     """Stream the clip at ``path`` through ``solve`` into ``target`` (see the module):
     chunks of :func:`chunk_frames_for` frames, each with the ``reach`` frames before and
-    after it. ``masks`` yields the chunks' masks (bool ``(T, H, W)``, the same frames as the
-    chunks, look-ahead included). ``callback`` hears the frames done (phase ``frames``).
+    after it. ``masks`` gives the mask each chunk's ``solve`` gets (:data:`Masks`, asked
+    once the chunks' length is known). ``callback`` hears the frames done (phase ``frames``).
     A clip whose first chunk is grey (its channels equal) is solved and written grey.
     Returns the report entry: frames, size, rate, time, chunks, audio, peak memory."""
     folder = path.is_dir()
@@ -149,6 +149,7 @@ def restore_clip(
     shape, count = media.video_probe(path)
     per_chunk = chunk_frames_for(shape, buffers=buffers, reach=reach, memory_gib=place.memory_gib)
     names = [f.name for f in media.frame_files(path)] if folder else []
+    stream = None if masks is None else masks(shape, per_chunk)
     started = time.perf_counter()
     reader = media.read_video_chunks(path, chunk_frames=per_chunk, raw=True, lookahead=reach)
     writer, done, behind, behind_mask, grey, fps, chunks = None, 0, None, None, None, 25.0, []
@@ -165,26 +166,27 @@ def restore_clip(
     try:
         for chunk, fps in reader:
             own = min(per_chunk, chunk.shape[0])
-            mask = None if masks is None else _next_mask(masks, chunk.shape[0], path)
+            mask = stream if stream is None or isinstance(stream, Tensor) else _next_mask(stream, chunk.shape[0], path)
             if grey is None:
                 grey = chunk.shape[1] == 3 and bool((chunk[:, :1] == chunk[:, 1:]).all())
             if grey:
                 chunk = chunk[:, :1]
             first = 0 if behind is None else behind.shape[0]
             volume = chunk if behind is None else torch.cat([behind, chunk])
-            if mask is not None and behind_mask is not None:
+            if behind_mask is not None:
                 mask = torch.cat([behind_mask, mask])
             frames = volume.to(place.device).to(place.dtype).div_(255)
             restored, result = solve(frames, None if mask is None else mask.to(place.device), steps(own))
             if writer is None:
-                writer = FrameFolder(target, names, place.protect) if folder else media.VideoWriter(
+                writer = FrameFolder(target, names) if folder else media.VideoWriter(
                     target, fps, protect=place.protect
                 )  # fmt: skip
             writer.append(restored[first : first + own])
             chunks.append({"chunk": len(chunks) + 1, "frames": own, **solve_entry(result, result.seconds)})
             kept = slice(max(first + own - reach, 0), first + own)  # copies: a view would hold the chunk
             behind = volume[kept].clone() if reach else None
-            behind_mask = None if mask is None or not reach else mask[kept].clone()
+            per_frame = mask is not None and mask.ndim == 3
+            behind_mask = mask[kept].clone() if per_frame and reach else None
             done += own
             del volume, frames, restored, chunk
             release_freed_memory()
@@ -200,8 +202,8 @@ def restore_clip(
         ok = True
     finally:
         reader.close()
-        if masks is not None and hasattr(masks, "close"):
-            masks.close()
+        if hasattr(stream, "close"):
+            stream.close()
         if not ok and writer is not None:
             writer.abort()
     seconds = time.perf_counter() - started
@@ -242,7 +244,7 @@ def denoise_clip(
     """Denoise the clip at ``path`` (``sigma`` in ``[0, 1]`` units; None: estimated on the
     first chunk) into ``target``: each chunk by :func:`lrrtool.tasks.denoise.denoise` on the
     chunk as a video, its groups searched ``reach`` frames each way."""
-    reach = settings.for_image(3, frames=2).reach
+    reach = settings.for_video().resolved().reach
     level: list[float] = [] if sigma is None else [sigma]
 
     def solve(frames: Tensor, _: Tensor | None, steps: Callback) -> tuple[Tensor, SolveResult]:
@@ -252,16 +254,6 @@ def denoise_clip(
 
     entry = restore_clip(path, target, solve, reach=reach, buffers=DENOISE_BUFFERS, place=place, callback=callback)
     return {**entry, "sigma_255": round(level[0] * 255, 3), "sigma_estimated": sigma is None}
-
-
-def clip_masks(mask: Path, path: Path, *, invert: bool = False, resize: bool = False) -> tuple[Tensor | None, bool]:
-    """The mask of a clip: ``(mask, False)`` for one image for every frame (bool ``(H, W)``),
-    ``(None, True)`` when ``mask`` is a folder or a video of masks, one per frame
-    (:func:`mask_chunks` streams them)."""
-    shape, _ = media.video_probe(path)
-    if media.is_clip(mask):
-        return None, True
-    return media.read_mask(mask, tuple(shape[1:]), invert=invert, resize=resize), False
 
 
 def mask_chunks(mask: Path, shape: tuple[int, int, int], *, chunk_frames: int, reach: int, invert: bool = False,
@@ -298,16 +290,17 @@ def inpaint_clip(
     what the other frames show, then groups searched ``reach`` frames each way). ``mask``:
     one image for every frame, or a folder or video of masks, one per frame."""
     reach = settings.for_video().resolved().reach
-    still, per_frame = clip_masks(mask, path, invert=invert_mask, resize=resize_mask)
-    masks = None
-    if per_frame:
-        shape, _ = media.video_probe(path)
-        per_chunk = chunk_frames_for(shape, buffers=INPAINT_BUFFERS, reach=reach, memory_gib=place.memory_gib)
-        masks = mask_chunks(mask, shape, chunk_frames=per_chunk, reach=reach, invert=invert_mask, resize=resize_mask)
+    options = {"invert": invert_mask, "resize": resize_mask}
+
+    def masks(shape: tuple[int, int, int], per_chunk: int) -> Tensor | Iterator[Tensor]:
+        if media.is_clip(mask):
+            return mask_chunks(mask, shape, chunk_frames=per_chunk, reach=reach, **options)
+        return media.read_mask(mask, tuple(shape[1:]), **options)
+
     filled = []
 
-    def solve(frames: Tensor, chunk_mask: Tensor | None, steps: Callback) -> tuple[Tensor, SolveResult]:
-        fill = still.to(frames.device) if chunk_mask is None else chunk_mask
+    def solve(frames: Tensor, fill: Tensor, steps: Callback) -> tuple[Tensor, SolveResult]:
+        fill = fill.to(frames.device)
         if not bool(fill.any()):  # nothing hidden in these frames
             return frames, SolveResult(0, "change", 0.0, True, 0.0)
         out, result = inpaint(frames, fill, settings, memory_gib=place.memory_gib, callback=steps)

@@ -101,7 +101,12 @@ def _image_batch(command: str, request, work: functools.partial, files: tuple, l
     inputs = expand_inputs(r.inputs)
     protect = list(inputs) + [Path(x) for x in files if x is not None]
     for given in files:
-        if given is not None and not (media.is_clip(given) and any(map(media.is_clip, inputs))):
+        if given is None:
+            continue
+        if media.is_clip(given) and any(map(media.is_clip, inputs)):  # a folder or a video of masks
+            if not Path(given).exists():
+                raise LRRError(f"{given}: no such file or folder")
+        else:
             media.existing_file(given, "an image file")
     check_report(out.report, protect)
     ray = ray_run(r.runtime.ray, r.runtime.ray_address, device)
