@@ -211,3 +211,18 @@ def test_a_folder_of_masks_follows_the_frames_across_chunks(tmp_path, monkeypatc
     hidden = boxes.bool()
     assert torch.equal(out[~hidden].float(), truth[~hidden])
     assert float((out[hidden].float() - truth[hidden]).abs().mean()) < 12
+
+
+def test_a_budget_that_cannot_hold_the_reach_lowers_it_and_says_how_much_would():
+    """1080p colour at 2 GiB holds 3 frames: one of its own and one each side; a budget
+    from ``frames_needed_gib`` keeps the asked reach; too little for one frame is refused."""
+    from lrrtool.jobs.clips import chunk_plan, frames_needed_gib
+
+    hd = (3, 1080, 1920)
+    assert chunk_plan(hd, buffers=7, reach=4, memory_gib=2) == (1, 1)
+    assert chunk_plan((3, 240, 320), buffers=7, reach=4, memory_gib=2) == (24, 4)
+    enough = frames_needed_gib(hd, buffers=7, frames=12)
+    assert chunk_plan(hd, buffers=7, reach=4, memory_gib=enough)[1] == 4
+    with pytest.raises(LRRError, match=r"memory_gib 0\.5 is too small for 1920x1080 frames"):
+        chunk_plan(hd, buffers=7, reach=4, memory_gib=0.5)
+

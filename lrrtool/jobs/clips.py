@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -59,26 +60,37 @@ def check_clip_output(path: Path, output: Path, protect: Iterable[Path] = ()) ->
     return output
 
 
-def chunk_frames_for(shape: tuple[int, int, int], *, buffers: int, reach: int, memory_gib: float | None,
-                     itemsize: int = 4) -> int:  # fmt: skip
-    """Frames solved at once within ``memory_gib``: the chunk and its ``2 reach`` frames
-    around it hold ``buffers`` float copies (and a byte copy) of each frame, within
-    ``CHUNK_SHARE`` of the budget left after the runtime; at most ``MAX_CHUNK_FRAMES``.
-    Raises ``LRRError`` (parameter ``memory_gib``) when not even one frame fits."""
+def chunk_plan(
+    shape: tuple[int, int, int], *, buffers: int, reach: int, memory_gib: float | None, itemsize: int = 4
+) -> tuple[int, int]:
+    """``(frames, reach)``: the frames solved at once within ``memory_gib`` and the frames
+    around them each way. A chunk and its ``2 reach`` frames hold ``buffers`` float copies
+    (and a byte copy) of each frame, within ``CHUNK_SHARE`` of the budget left after the
+    runtime; at most ``MAX_CHUNK_FRAMES``. Where the budget cannot hold the asked ``reach``
+    with at least as many frames of the chunk's own (each frame around a chunk is solved
+    again as context), ``reach`` is lowered until it does (1080p colour at 2 GiB holds 3
+    frames: reach 1). Raises ``LRRError`` (parameter ``memory_gib``) when not even one
+    frame fits."""
     if memory_gib is None:
-        return MAX_CHUNK_FRAMES
+        return MAX_CHUNK_FRAMES, reach
     C, H, W = shape
     per_frame = (buffers * C * itemsize + C + 16) * H * W
-    room = (memory_gib - RUNTIME_GIB) * 2**30 * CHUNK_SHARE
-    frames = int(room // per_frame) - 2 * reach
-    if frames < 1:
-        need = RUNTIME_GIB + (1 + 2 * reach) * per_frame / CHUNK_SHARE / 2**30
+    held = int((memory_gib - RUNTIME_GIB) * 2**30 * CHUNK_SHARE // per_frame)
+    if held < 1:
+        need = RUNTIME_GIB + per_frame / CHUNK_SHARE / 2**30
         raise LRRError(
-            f"memory_gib {memory_gib:g} is too small for {W}x{H} frames with reach {reach}: "
-            f"it needs at least {need:.2f} GiB",
+            f"memory_gib {memory_gib:g} is too small for {W}x{H} frames: it needs at least {need:.2f} GiB",
             parameter="memory_gib",
         )
-    return min(frames, MAX_CHUNK_FRAMES)
+    while reach and held - 2 * reach < reach:
+        reach -= 1
+    return min(held - 2 * reach, MAX_CHUNK_FRAMES), reach
+
+
+def frames_needed_gib(shape: tuple[int, int, int], *, buffers: int, frames: int, itemsize: int = 4) -> float:
+    """The budget :func:`chunk_plan` needs to hold ``frames`` frames of ``shape`` at once."""
+    C, H, W = shape
+    return RUNTIME_GIB + frames * (buffers * C * itemsize + C + 16) * H * W / CHUNK_SHARE / 2**30
 
 
 class FrameFolder:
@@ -116,14 +128,14 @@ class FrameFolder:
         media.remove_empty(self._created)
 
 
-#: ``solve(frames, mask, callback)``: the restored frames ``(T, C, H, W)`` of a chunk with
-#: the frames around it (float in ``[0, 1]``; ``mask`` bool ``(T, H, W)``, ``(H, W)`` for every
-#: frame, or None) and the solve.
-Solve = Callable[[Tensor, Tensor | None, Callback], tuple[Tensor, SolveResult]]
-#: ``masks(shape, chunk_frames)``: a clip's mask, read before any frame: one bool ``(H, W)``
-#: for every frame, or a stream of ``(T, H, W)`` chunks like the frames' (``(C, H, W)``
-#: frames, ``chunk_frames`` a chunk, with the look-ahead).
-Masks = Callable[[tuple[int, int, int], int], Tensor | Iterator[Tensor]]
+#: ``solve(frames, mask, reach, callback)``: the restored frames ``(T, C, H, W)`` of a chunk
+#: with the ``reach`` frames around it (float in ``[0, 1]``; ``mask`` bool ``(T, H, W)``,
+#: ``(H, W)`` for every frame, or None) and the solve.
+Solve = Callable[[Tensor, Tensor | None, int, Callback], tuple[Tensor, SolveResult]]
+#: ``masks(shape, chunk_frames, reach)``: a clip's mask, read before any frame: one bool
+#: ``(H, W)`` for every frame, or a stream of ``(T, H, W)`` chunks like the frames'
+#: (``(C, H, W)`` frames, ``chunk_frames`` a chunk, ``reach`` frames of look-ahead).
+Masks = Callable[[tuple[int, int, int], int, int], Tensor | Iterator[Tensor]]
 
 
 def restore_clip(
@@ -138,18 +150,27 @@ def restore_clip(
     callback: Callback | None = None,
 ) -> dict[str, object]:
     """Stream the clip at ``path`` through ``solve`` into ``target`` (see the module):
-    chunks of :func:`chunk_frames_for` frames, each with the ``reach`` frames before and
-    after it. ``masks`` gives the mask each chunk's ``solve`` gets (:data:`Masks`, asked
-    once the chunks' length is known). ``callback`` hears the frames done (phase ``frames``).
+    chunks of :func:`chunk_plan` frames, each with the ``reach`` frames before and after it
+    (fewer where the budget holds fewer, said in the entry's ``warnings``). ``masks`` gives
+    the mask each chunk's ``solve`` gets (:data:`Masks`, asked once the chunks' length is
+    known). ``callback`` hears the frames done (phase ``frames``).
     A clip whose first chunk is grey (its channels equal) is solved and written grey.
     Returns the report entry: frames, size, rate, time, chunks, audio, peak memory."""
     folder = path.is_dir()
     if not folder:
         media.check_constant_rate(path)
     shape, count = media.video_probe(path)
-    per_chunk = chunk_frames_for(shape, buffers=buffers, reach=reach, memory_gib=place.memory_gib)
+    asked = reach
+    per_chunk, reach = chunk_plan(shape, buffers=buffers, reach=reach, memory_gib=place.memory_gib)
+    warnings = []
+    if reach < asked:
+        need = frames_needed_gib(shape, buffers=buffers, frames=3 * asked)
+        warnings.append(
+            f"memory_gib {place.memory_gib:g} holds {per_chunk + 2 * reach} frames of {shape[2]}x{shape[1]}: "
+            f"reach lowered from {asked} to {reach} (memory_gib {need:.1f} keeps {asked})"
+        )
     names = [f.name for f in media.frame_files(path)] if folder else []
-    stream = None if masks is None else masks(shape, per_chunk)
+    stream = None if masks is None else masks(shape, per_chunk, reach)
     started = time.perf_counter()
     reader = media.read_video_chunks(path, chunk_frames=per_chunk, raw=True, lookahead=reach)
     writer, done, behind, behind_mask, grey, fps, chunks = None, 0, None, None, None, 25.0, []
@@ -176,7 +197,7 @@ def restore_clip(
             if behind_mask is not None:
                 mask = torch.cat([behind_mask, mask])
             frames = volume.to(place.device).to(place.dtype).div_(255)
-            restored, result = solve(frames, None if mask is None else mask.to(place.device), steps(own))
+            restored, result = solve(frames, None if mask is None else mask.to(place.device), reach, steps(own))
             if writer is None:
                 writer = FrameFolder(target, names) if folder else media.VideoWriter(
                     target, fps, protect=place.protect
@@ -198,6 +219,7 @@ def restore_clip(
         audio, notes = [], []
         if not folder:
             audio, notes = carry_streams(path, {"video": writer.add_audio}, start=0.0, duration=done / fps)
+            notes = [n.replace("video.mp4: ", "") for n in notes]
         writer.commit()
         ok = True
     finally:
@@ -221,7 +243,7 @@ def restore_clip(
         "chunks": chunks,
         "audio": audio,
         "peak_memory_gib": peak_memory_gib(place.device),
-        **({"warnings": [n.replace("video.mp4: ", "") for n in notes]} if notes else {}),
+        **({"warnings": warnings + notes} if warnings or notes else {}),
     }
 
 
@@ -247,10 +269,10 @@ def denoise_clip(
     reach = settings.for_video().resolved().reach
     level: list[float] = [] if sigma is None else [sigma]
 
-    def solve(frames: Tensor, _: Tensor | None, steps: Callback) -> tuple[Tensor, SolveResult]:
+    def solve(frames: Tensor, _: Tensor | None, reach: int, steps: Callback) -> tuple[Tensor, SolveResult]:
         if not level:
             level.append(estimate_sigma(frames[0]))
-        return denoise(frames, level[0], settings, memory_gib=place.memory_gib, callback=steps)
+        return denoise(frames, level[0], replace(settings, reach=reach), memory_gib=place.memory_gib, callback=steps)
 
     entry = restore_clip(path, target, solve, reach=reach, buffers=DENOISE_BUFFERS, place=place, callback=callback)
     return {**entry, "sigma_255": round(level[0] * 255, 3), "sigma_estimated": sigma is None}
@@ -292,18 +314,18 @@ def inpaint_clip(
     reach = settings.for_video().resolved().reach
     options = {"invert": invert_mask, "resize": resize_mask}
 
-    def masks(shape: tuple[int, int, int], per_chunk: int) -> Tensor | Iterator[Tensor]:
+    def masks(shape: tuple[int, int, int], per_chunk: int, reach: int) -> Tensor | Iterator[Tensor]:
         if media.is_clip(mask):
             return mask_chunks(mask, shape, chunk_frames=per_chunk, reach=reach, **options)
         return media.read_mask(mask, tuple(shape[1:]), **options)
 
     filled = []
 
-    def solve(frames: Tensor, fill: Tensor, steps: Callback) -> tuple[Tensor, SolveResult]:
+    def solve(frames: Tensor, fill: Tensor, reach: int, steps: Callback) -> tuple[Tensor, SolveResult]:
         fill = fill.to(frames.device)
         if not bool(fill.any()):  # nothing hidden in these frames
             return frames, SolveResult(0, "change", 0.0, True, 0.0)
-        out, result = inpaint(frames, fill, settings, memory_gib=place.memory_gib, callback=steps)
+        out, result = inpaint(frames, fill, replace(settings, reach=reach), memory_gib=place.memory_gib, callback=steps)
         filled.append(float(fill.float().mean()))
         return out, result
 
