@@ -145,6 +145,7 @@ def test_a_folder_of_frames_comes_back_as_a_folder_of_png_frames_with_the_same_n
     entry = report["results"][0]
     out = tmp_path / "shots.inpainted"
     assert entry["output"] == str(out) and entry["frames"] == 5 and sorted(p.name for p in out.iterdir()) == names
+    assert "warnings" not in entry  # 8-bit RGB frames: nothing lost
     again = jobs.inpaint(jobs.InpaintRequest((tmp_path / "shots",), mask=tmp_path / "m.png"))
     assert again["results"][0]["skipped"]  # the overwrite rule
 
@@ -226,3 +227,12 @@ def test_a_budget_that_cannot_hold_the_reach_lowers_it_and_says_how_much_would()
     with pytest.raises(LRRError, match=r"memory_gib 0\.5 is too small for 1920x1080 frames"):
         chunk_plan(hd, buffers=7, reach=4, memory_gib=0.5)
 
+
+def test_what_a_folders_frames_carry_beyond_8_bit_pixels_is_said_lost(tmp_path):
+    (tmp_path / "shots").mkdir()
+    for k in range(3):
+        Image.new("RGBA", (24, 16), (40 * k, 90, 120, 200)).save(tmp_path / "shots" / f"f{k}.png")
+    report = jobs.denoise(jobs.DenoiseRequest((tmp_path / "shots",), sigma=10.0, settings=QUICK_DENOISE))
+    assert report["results"][0]["warnings"] == [
+        "the frames' alpha not kept: a folder's frames are read as 8-bit pixels"
+    ]

@@ -169,7 +169,12 @@ def restore_clip(
             f"memory_gib {place.memory_gib:g} holds {per_chunk + 2 * reach} frames of {shape[2]}x{shape[1]}: "
             f"reach lowered from {asked} to {reach} (memory_gib {need:.1f} keeps {asked})"
         )
-    names = [f.name for f in media.frame_files(path)] if folder else []
+    files = media.frame_files(path) if folder else []
+    names = [f.name for f in files]
+    if files and (carried := media.read_image_info(files[0])[1].carried()):
+        warnings.append(
+            f"the frames' {', '.join(sorted(carried))} not kept: a folder's frames are read as 8-bit pixels"
+        )
     stream = None if masks is None else masks(shape, per_chunk, reach)
     started = time.perf_counter()
     reader = media.read_video_chunks(path, chunk_frames=per_chunk, raw=True, lookahead=reach)
