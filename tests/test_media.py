@@ -1,6 +1,8 @@
 """The media package: files and folders (atomic, race-safe), images, videos in chunks,
 lossless parts joined."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -91,7 +93,10 @@ def test_lossless_parts_joined_are_one_encode_of_the_whole(tmp_path):
 
 
 # ------------------------------------------------------------------ what an image file carries
+@functools.cache
 def sRGB_profile() -> bytes:
+    """One sRGB profile for the whole run: lcms stamps a profile with the time it is made,
+    so two made a minute apart differ in their header."""
     from PIL import ImageCms
 
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
