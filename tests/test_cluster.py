@@ -235,3 +235,32 @@ def test_a_failed_segment_fails_the_run_and_leaves_no_output(local_ray, tmp_path
     result = invoke("separate", clip, "--output-dir", out, "--ray", "--segment-frames", 10, "--chunk-frames", 5)
     assert_clean_failure(result, "segment 3 (frames 20-29)")
     assert not out.exists() and not list(tmp_path.glob(".out.segments-*"))
+
+
+def test_a_clip_is_denoised_in_segments_on_ray_like_in_one_process(local_ray, tmp_path, monkeypatch):
+    """A 20-frame clip with audio in chunks of 5, split over the 2 CPUs into 2 segments of
+    10: one video of 20 frames with the audio, frames within x264's rounding of the run in
+    one process (each segment reads the frame before it), each chunk reported once."""
+    from test_jobs import clip_with_audio, streams
+
+    from lrrtool.jobs import restore
+
+    monkeypatch.setattr(restore, "MAX_CHUNK_FRAMES", 5)  # the driver plans; the tasks get its plan
+    clip = clip_with_audio(tmp_path / "clip.mp4", seconds=0.8)
+    reports = {}
+    for name, flags in (("one", ()), ("ray", ("--ray",))):
+        out, report = tmp_path / f"{name}.mp4", tmp_path / f"{name}.json"
+        result = invoke("denoise", clip, "-o", out, "--sigma", 10, "--iters", 1, "--group", 8, "--reach", 1,
+                        "--report", report, "-q", *flags)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads(report.read_text())["results"][0]
+        assert streams(out) == ["Video", "Audio"]
+    assert reports["ray"]["segments"] == [
+        {"segment": 1, "start": 0, "frames": 10},
+        {"segment": 2, "start": 10, "frames": 10},
+    ]
+    assert [c["frames"] for c in reports["ray"]["chunks"]] == [5] * 4 == [c["frames"] for c in reports["one"]["chunks"]]
+    one, split = read_video(tmp_path / "one.mp4"), read_video(tmp_path / "ray.mp4")
+    assert one.shape == split.shape and one.shape[0] == 20
+    assert float((one - split).abs().max()) <= 2, float((one - split).abs().max())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "one.json", "one.mp4", "ray.json", "ray.mp4"]

@@ -185,9 +185,9 @@ def test_a_folder_of_masks_follows_the_frames_across_chunks(tmp_path, monkeypatc
     """One mask per frame (a moving box), a clip longer than a chunk: every frame is filled
     where its own mask says, the observed pixels of every frame are kept exactly, and the
     chunks' borders lose no frame."""
-    from lrrtool.jobs import clips
+    from lrrtool.jobs import restore
 
-    monkeypatch.setattr(clips, "MAX_CHUNK_FRAMES", 3)
+    monkeypatch.setattr(restore, "MAX_CHUNK_FRAMES", 3)
     video = panned(8, 24, 32, 1)
     write_frames(tmp_path / "shots", video)
     boxes = torch.zeros(8, 3, 24, 32)
@@ -217,7 +217,7 @@ def test_a_folder_of_masks_follows_the_frames_across_chunks(tmp_path, monkeypatc
 def test_a_budget_that_cannot_hold_the_reach_lowers_it_and_says_how_much_would():
     """1080p colour at 2 GiB holds 3 frames: one of its own and one each side; a budget
     from ``frames_needed_gib`` keeps the asked reach; too little for one frame is refused."""
-    from lrrtool.jobs.clips import chunk_plan, frames_needed_gib
+    from lrrtool.jobs.restore import chunk_plan, frames_needed_gib
 
     hd = (3, 1080, 1920)
     assert chunk_plan(hd, buffers=7, reach=4, memory_gib=2) == (1, 1)
@@ -236,3 +236,39 @@ def test_what_a_folders_frames_carry_beyond_8_bit_pixels_is_said_lost(tmp_path):
     assert report["results"][0]["warnings"] == [
         "the frames' alpha not kept: a folder's frames are read as 8-bit pixels"
     ]
+
+
+def run_here(jobs_, work, finished):
+    """A :data:`lrrtool.jobs.videos.TaskRunner` in this process, last job first (tasks end in any order)."""
+    for k in reversed(range(len(jobs_))):
+        finished(k, (work(*jobs_[k]), None))
+
+
+def test_segments_give_the_frames_of_the_run_in_one_process(tmp_path, monkeypatch):
+    """A clip of 8 frames in chunks of 3, with per-frame masks, split into segments of 5
+    frames, rounded up to 2 chunks (6 + 2 frames): each segment reads the frames and masks
+    before it, so every frame is the one the run in one process writes, and the report
+    counts every chunk once."""
+    from lrrtool.jobs import clips, restore
+    from lrrtool.jobs.images import Placement
+
+    monkeypatch.setattr(restore, "MAX_CHUNK_FRAMES", 3)
+    video = panned(8, 24, 32, 1)
+    names = write_frames(tmp_path / "shots", video)
+    boxes = torch.zeros(8, 3, 24, 32)
+    for t in range(8):
+        boxes[t, :, 8:14, 4 + 2 * t : 12 + 2 * t] = 1.0
+    write_frames(tmp_path / "masks", boxes)
+    settings = InpaintSettings(iters=2)
+    options = {"mask": tmp_path / "masks", "place": Placement()}
+    one = clips.inpaint_clip(tmp_path / "shots", tmp_path / "one", settings, **options)
+    split = clips.inpaint_clip(
+        tmp_path / "shots", tmp_path / "split", settings, segments=restore.Segments(run_here, frames=5), **options
+    )
+    assert split["segments"] == [{"segment": 1, "start": 0, "frames": 6}, {"segment": 2, "start": 6, "frames": 2}]
+    assert [c["frames"] for c in split["chunks"]] == [3, 3, 2] == [c["frames"] for c in one["chunks"]]
+    assert split["missing_fraction"] == one["missing_fraction"] > 0
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == names
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "split" / name).read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["masks", "one", "shots", "split"]  # no scratch left

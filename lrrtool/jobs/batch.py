@@ -159,13 +159,16 @@ def run_batch(
     listener: Listener,
     overwrite: bool,
     ray: RayRun | None = None,
+    in_process: Callable[[Path], bool] = lambda path: False,
     describe: Callable[[LRRError], str] = str,
 ) -> list[dict]:
-    """Run ``work`` on each input, in order or (``ray``) as Ray tasks; a failed input is
-    reported (``describe`` words its error) and the others go on. ``target(path)`` names
-    and checks an input's output before any work, and an existing output is skipped
-    (:func:`skip_entry`). The listener hears each input's steps and its end (``done``,
-    ``skipped``, ``failed``, with its entry); the entries come back in input order."""
+    """Run ``work`` on each input, in order or (``ray``) as Ray tasks, but those that
+    ``in_process`` names in this process, first (a clip that its work splits into Ray
+    tasks itself); a failed input is reported (``describe`` words its error) and the
+    others go on. ``target(path)`` names and checks an input's output before any work,
+    and an existing output is skipped (:func:`skip_entry`). The listener hears each
+    input's steps and its end (``done``, ``skipped``, ``failed``, with its entry); the
+    entries come back in input order."""
     results: list[dict] = [{} for _ in inputs]
     queued: list[tuple[int, Path, Path]] = []
 
@@ -183,7 +186,7 @@ def run_batch(
             if (entry := skip_entry(path, output, overwrite)) is not None:
                 results[k] = entry
                 listener(Update(task(k), "skipped", entry=entry))
-            elif ray is not None:
+            elif ray is not None and not in_process(path):
                 queued.append((k, path, output))
             else:
                 results[k] = work(path, output, callback=solver_updates(listener, task(k)))

@@ -5,6 +5,7 @@ workers and Python users call; no terminal I/O (progress and each input's end go
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from lrrtool import media
 from lrrtool.errors import LRRError
 from lrrtool.jobs import clips, images, ratings, videos
 from lrrtool.jobs.batch import (
+    RayRun,
     check_report,
     expand_inputs,
     image_targets,
@@ -24,6 +26,7 @@ from lrrtool.jobs.batch import (
 )
 from lrrtool.jobs.progress import Listener, Update, ignore, solver_updates
 from lrrtool.jobs.requests import CompleteRequest, DenoiseRequest, InpaintRequest, Runtime, SeparateRequest
+from lrrtool.jobs.restore import Segments
 from lrrtool.jobs.runtime import resolve_device, resolve_dtype, set_threads
 
 #: The output names of the image commands: ``NAME.<suffix>.png``.
@@ -56,7 +59,9 @@ def inpaint(request: InpaintRequest, listener: Listener = ignore, describe: Desc
     return _image_batch("inpaint", r, work, (mask_file, r.reference), listener, describe)
 
 
-def _inpaint_one(path: Path, target: Path, *, mask: Path | None, mask_dir: Path | None, drop, **options) -> dict:
+def _inpaint_one(
+    path: Path, target: Path, *, mask: Path | None, mask_dir: Path | None, drop, segments: Segments | None, **options
+) -> dict:
     """One input of :func:`inpaint`: its mask found, then :func:`lrrtool.jobs.images.inpaint_file`
     (a clip: :func:`lrrtool.jobs.clips.inpaint_clip`)."""
     if media.is_clip(path):
@@ -65,18 +70,18 @@ def _inpaint_one(path: Path, target: Path, *, mask: Path | None, mask_dir: Path 
                            parameter="mask")  # fmt: skip
         if options.pop("reference") is not None:
             raise LRRError("reference applies to images, not clips", parameter="reference")
-        return clips.inpaint_clip(path, target, mask=Path(mask), **options)
+        return clips.inpaint_clip(path, target, mask=Path(mask), segments=segments, **options)
     found = None if drop is not None else media.find_mask(path, mask=mask, mask_dir=mask_dir)
     return images.inpaint_file(path, target, mask=found, drop=drop, **options)
 
 
-def _denoise_one(path: Path, target: Path, *, reference: Path | None, **options) -> dict:
+def _denoise_one(path: Path, target: Path, *, reference: Path | None, segments: Segments | None, **options) -> dict:
     """One input of :func:`denoise`: :func:`lrrtool.jobs.images.denoise_file` (a clip:
     :func:`lrrtool.jobs.clips.denoise_clip`)."""
     if media.is_clip(path):
         if reference is not None:
             raise LRRError("reference applies to images, not clips", parameter="reference")
-        return clips.denoise_clip(path, target, **options)
+        return clips.denoise_clip(path, target, segments=segments, **options)
     return images.denoise_file(path, target, reference=reference, **options)
 
 
@@ -111,10 +116,13 @@ def _image_batch(command: str, request, work: functools.partial, files: tuple, l
     check_report(out.report, protect)
     ray = ray_run(r.runtime.ray, r.runtime.ray_address, device)
     target = image_targets(out.output, out.output_dir, OUTPUT_SUFFIXES[command], inputs, protect)
-    work = functools.partial(work, place=images.Placement(device, dtype, r.runtime.memory_gib, tuple(protect)))
-    results = run_batch(
-        inputs, target, work, label=command, listener=listener, overwrite=out.overwrite, ray=ray, describe=describe
-    )
+    place = images.Placement(device, dtype, r.runtime.memory_gib, tuple(protect))
+    with _ray_session(ray):
+        segments = _clip_segments(ray) if ray is not None and any(map(media.is_clip, inputs)) else None
+        results = run_batch(
+            inputs, target, functools.partial(work, place=place, segments=segments), label=command,
+            listener=listener, overwrite=out.overwrite, ray=ray, in_process=media.is_clip, describe=describe,
+        )  # fmt: skip
     header = report_header(command, r.settings.resolved(), device, dtype, r.runtime.command_line)
     report = {**header, "results": results}
     write_report(out.report, report, protect, listener)
@@ -155,6 +163,30 @@ def separate(request: SeparateRequest, listener: Listener = ignore, describe: De
     report = {**header, **entry}
     write_report(out.report, report, [video], listener)
     return report
+
+
+def _ray_session(ray: RayRun | None):
+    """One Ray session for a whole batch (None: none): its tasks and clips' segments share it."""
+    if ray is None:
+        return contextlib.nullcontext()
+    from lrrtool import cluster
+
+    return cluster.session(ray.address)
+
+
+def _clip_segments(ray: RayRun) -> Segments:
+    """A clip split into as many segments as the cluster has slots, each a Ray task (within
+    :func:`_ray_session`)."""
+    from lrrtool import cluster
+
+    def run(jobs, work, finished) -> None:
+        with cluster.session(ray.address) as engine:
+            cluster.run_tasks(engine, jobs, work, threads=ray.threads, gpus=ray.gpus, finished=finished)
+
+    with cluster.session(ray.address) as engine:
+        resources = engine.cluster_resources()
+    slots = int(resources.get("GPU", 0)) if ray.gpus else int(resources.get("CPU", 1)) // ray.threads
+    return Segments(run, max(1, slots))
 
 
 def _separation_folder(video: Path, names: tuple[str, ...]) -> Path:
