@@ -139,6 +139,8 @@ def test_ray_options_are_checked(tmp_path, monkeypatch):
     assert_clean_failure(result, "--ray: nothing answers at 127.0.0.1:1")
     result = invoke("denoise", tmp_path / "a.png", "--ray", "--ray-address", "head-node")
     assert_clean_failure(result, "--ray-address must look like HOST:PORT")
+    result = invoke("denoise", tmp_path / "a.png", "--segment-frames", 10)
+    assert_clean_failure(result, "--segment-frames splits a clip into Ray tasks: give --ray too")
     from test_separate import planted_clip, write_clip
 
     clip = write_clip(tmp_path / "clip", planted_clip(frames=6)[0])
@@ -239,28 +241,27 @@ def test_a_failed_segment_fails_the_run_and_leaves_no_output(local_ray, tmp_path
 
 def test_a_clip_is_denoised_in_segments_on_ray_like_in_one_process(local_ray, tmp_path, monkeypatch):
     """A 20-frame clip with audio in chunks of 5, split over the 2 CPUs into 2 segments of
-    10: one video of 20 frames with the audio, frames within x264's rounding of the run in
-    one process (each segment reads the frame before it), each chunk reported once."""
+    10 (or, with --segment-frames 12, rounded up to 15 + 5): one video of 20 frames with
+    the audio, frames within x264's rounding of the run in one process (each segment reads
+    the frame before it; measured identical), each chunk reported once."""
     from test_jobs import clip_with_audio, streams
 
-    from lrrtool.jobs import restore
+    from lrrtool.tasks import budget
 
-    monkeypatch.setattr(restore, "MAX_CHUNK_FRAMES", 5)  # the driver plans; the tasks get its plan
+    monkeypatch.setattr(budget, "MAX_CHUNK_FRAMES", 5)  # the driver plans; the tasks get its plan
     clip = clip_with_audio(tmp_path / "clip.mp4", seconds=0.8)
-    reports = {}
-    for name, flags in (("one", ()), ("ray", ("--ray",))):
+    reports, frames = {}, {}
+    for name, flags in (("one", ()), ("ray", ("--ray",)), ("split", ("--ray", "--segment-frames", 12))):
         out, report = tmp_path / f"{name}.mp4", tmp_path / f"{name}.json"
         result = invoke("denoise", clip, "-o", out, "--sigma", 10, "--iters", 1, "--group", 8, "--reach", 1,
                         "--report", report, "-q", *flags)  # fmt: skip
         assert result.exit_code == 0, result.output
         reports[name] = json.loads(report.read_text())["results"][0]
         assert streams(out) == ["Video", "Audio"]
-    assert reports["ray"]["segments"] == [
-        {"segment": 1, "start": 0, "frames": 10},
-        {"segment": 2, "start": 10, "frames": 10},
-    ]
-    assert [c["frames"] for c in reports["ray"]["chunks"]] == [5] * 4 == [c["frames"] for c in reports["one"]["chunks"]]
-    one, split = read_video(tmp_path / "one.mp4"), read_video(tmp_path / "ray.mp4")
-    assert one.shape == split.shape and one.shape[0] == 20
-    assert float((one - split).abs().max()) <= 2, float((one - split).abs().max())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "one.json", "one.mp4", "ray.json", "ray.mp4"]
+        assert [c["frames"] for c in reports[name]["chunks"]] == [5] * 4
+        frames[name] = read_video(out)
+        assert frames[name].shape == frames["one"].shape and frames[name].shape[0] == 20
+        assert float((frames[name] - frames["one"]).abs().max()) <= 2, name
+    starts = {name: [(s["start"], s["frames"]) for s in reports[name]["segments"]] for name in ("ray", "split")}
+    assert starts == {"ray": [(0, 10), (10, 10)], "split": [(0, 15), (15, 5)]}
+    assert len(list(tmp_path.iterdir())) == 7  # the clip, three videos and reports: no scratch left

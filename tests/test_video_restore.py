@@ -185,9 +185,9 @@ def test_a_folder_of_masks_follows_the_frames_across_chunks(tmp_path, monkeypatc
     """One mask per frame (a moving box), a clip longer than a chunk: every frame is filled
     where its own mask says, the observed pixels of every frame are kept exactly, and the
     chunks' borders lose no frame."""
-    from lrrtool.jobs import restore
+    from lrrtool.tasks import budget
 
-    monkeypatch.setattr(restore, "MAX_CHUNK_FRAMES", 3)
+    monkeypatch.setattr(budget, "MAX_CHUNK_FRAMES", 3)
     video = panned(8, 24, 32, 1)
     write_frames(tmp_path / "shots", video)
     boxes = torch.zeros(8, 3, 24, 32)
@@ -217,7 +217,7 @@ def test_a_folder_of_masks_follows_the_frames_across_chunks(tmp_path, monkeypatc
 def test_a_budget_that_cannot_hold_the_reach_lowers_it_and_says_how_much_would():
     """1080p colour at 2 GiB holds 3 frames: one of its own and one each side; a budget
     from ``frames_needed_gib`` keeps the asked reach; too little for one frame is refused."""
-    from lrrtool.jobs.restore import chunk_plan, frames_needed_gib
+    from lrrtool.tasks.budget import chunk_plan, frames_needed_gib
 
     hd = (3, 1080, 1920)
     assert chunk_plan(hd, buffers=7, reach=4, memory_gib=2) == (1, 1)
@@ -251,8 +251,9 @@ def test_segments_give_the_frames_of_the_run_in_one_process(tmp_path, monkeypatc
     counts every chunk once."""
     from lrrtool.jobs import clips, restore
     from lrrtool.jobs.images import Placement
+    from lrrtool.tasks import budget
 
-    monkeypatch.setattr(restore, "MAX_CHUNK_FRAMES", 3)
+    monkeypatch.setattr(budget, "MAX_CHUNK_FRAMES", 3)
     video = panned(8, 24, 32, 1)
     names = write_frames(tmp_path / "shots", video)
     boxes = torch.zeros(8, 3, 24, 32)

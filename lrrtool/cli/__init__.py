@@ -180,6 +180,7 @@ def inpaint(
         request = jobs.InpaintRequest(
             tuple(images), mask=mask, mask_dir=mask_dir, drop=drop, invert_mask=invert_mask, resize_mask=resize_mask,
             reference=shared["reference"], settings=settings, outputs=outputs(shared), runtime=runtime(shared),
+            segment_frames=shared["segment_frames"],
         )  # fmt: skip
         report = run(jobs.inpaint, request, shared["quiet"], announce_image)
     finish_batch(report, shared["quiet"])
@@ -351,7 +352,7 @@ def denoise(
                 raise LRRError(f"--sigma must be a number in 0-255 units or 'auto', got {sigma!r}") from None
         request = jobs.DenoiseRequest(
             tuple(images), sigma=level, reference=shared["reference"], settings=settings, outputs=outputs(shared),
-            runtime=runtime(shared),
+            runtime=runtime(shared), segment_frames=shared["segment_frames"],
         )  # fmt: skip
         report = run(jobs.denoise, request, shared["quiet"], announce_image)
     finish_batch(report, shared["quiet"])

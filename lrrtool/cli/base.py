@@ -123,7 +123,8 @@ RayOpt = Annotated[
     bool,
     typer.Option(
         "--ray",
-        help="Run each input as a task on Ray (the ray extra): RAY_ADDRESS or --ray-address, else a local instance.",
+        help="Run each input as a task on Ray (the ray extra), a clip or a video split into segments, a task "
+        "each: RAY_ADDRESS or --ray-address, else a local instance.",
     ),
 ]
 RayAddressOpt = Annotated[
@@ -133,6 +134,16 @@ RayAddressOpt = Annotated[
 OutputOpt = Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE", help="Output file (one input).")]
 OutputDirOpt = Annotated[Path | None, typer.Option("--output-dir", metavar="DIR", help="Folder for the outputs.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: skip them).")]
+ClipSegmentsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--segment-frames",
+        metavar="N",
+        min=1,
+        help="With --ray: frames per task a clip is split into, rounded up to whole chunks (default: the clip "
+        "shared evenly over the cluster's task slots).",
+    ),
+]
 ReferenceOpt = Annotated[
     Path | None, typer.Option("--reference", metavar="FILE", help="Clean image: PSNR/SSIM on screen and in the report.")
 ]
@@ -151,6 +162,7 @@ COMPLETION_OPTIONS = {name: SOLVER_OPTIONS[name] for name in ("reg", "lam", "gam
 IMAGE_OPTIONS = {
     "output": (OutputOpt, None), "output_dir": (OutputDirOpt, None), "overwrite": (OverwriteOpt, False),
     "reference": (ReferenceOpt, None), "threads": (WorkersOpt, 0), "memory_gib": (MemoryOpt, 2.0),
+    "segment_frames": (ClipSegmentsOpt, None),
 }  # fmt: skip
 
 

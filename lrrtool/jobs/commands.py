@@ -115,10 +115,14 @@ def _image_batch(command: str, request, work: functools.partial, files: tuple, l
             media.existing_file(given, "an image file")
     check_report(out.report, protect)
     ray = ray_run(r.runtime.ray, r.runtime.ray_address, device)
+    if r.segment_frames is not None and (ray is None or r.segment_frames < 1):
+        problem = "must be >= 1" if ray is not None else "splits a clip into Ray tasks: give ray too"
+        raise LRRError(f"segment_frames {problem}", parameter="segment_frames", mentions=("ray",))
     target = image_targets(out.output, out.output_dir, OUTPUT_SUFFIXES[command], inputs, protect)
     place = images.Placement(device, dtype, r.runtime.memory_gib, tuple(protect))
     with _ray_session(ray):
-        segments = _clip_segments(ray) if ray is not None and any(map(media.is_clip, inputs)) else None
+        clips_on_ray = ray is not None and any(map(media.is_clip, inputs))
+        segments = _clip_segments(ray, r.segment_frames) if clips_on_ray else None
         results = run_batch(
             inputs, target, functools.partial(work, place=place, segments=segments), label=command,
             listener=listener, overwrite=out.overwrite, ray=ray, in_process=media.is_clip, describe=describe,
@@ -174,9 +178,9 @@ def _ray_session(ray: RayRun | None):
     return cluster.session(ray.address)
 
 
-def _clip_segments(ray: RayRun) -> Segments:
-    """A clip split into as many segments as the cluster has slots, each a Ray task (within
-    :func:`_ray_session`)."""
+def _clip_segments(ray: RayRun, frames: int | None) -> Segments:
+    """A clip split into segments of ``frames`` frames (None: as many segments as the
+    cluster has slots), each a Ray task (within :func:`_ray_session`)."""
     from lrrtool import cluster
 
     def run(jobs, work, finished) -> None:
@@ -186,7 +190,7 @@ def _clip_segments(ray: RayRun) -> Segments:
     with cluster.session(ray.address) as engine:
         resources = engine.cluster_resources()
     slots = int(resources.get("GPU", 0)) if ray.gpus else int(resources.get("CPU", 1)) // ray.threads
-    return Segments(run, max(1, slots))
+    return Segments(run, max(1, slots), frames)
 
 
 def _separation_folder(video: Path, names: tuple[str, ...]) -> Path:

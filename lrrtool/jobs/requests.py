@@ -49,7 +49,8 @@ class Outputs:
 class InpaintRequest:
     """Fill the pixels of ``mask`` (white = fill; or one per input in ``mask_dir``, or a
     seeded random ``drop`` fraction) in each of ``inputs`` (files or glob patterns);
-    ``reference``: a clean image for PSNR/SSIM."""
+    ``reference``: a clean image for PSNR/SSIM; ``segment_frames``: with Ray, the frames
+    of each task a clip is split into (None: the clip shared over the cluster's slots)."""
 
     inputs: tuple[str | Path, ...]
     mask: Path | None = None
@@ -61,11 +62,13 @@ class InpaintRequest:
     settings: InpaintSettings = field(default_factory=InpaintSettings)
     outputs: Outputs = Outputs()
     runtime: Runtime = Runtime()
+    segment_frames: int | None = None
 
 
 @dataclass(frozen=True)
 class DenoiseRequest:
-    """Denoise each of ``inputs`` at noise level ``sigma`` (0-255 units; None: estimated)."""
+    """Denoise each of ``inputs`` at noise level ``sigma`` (0-255 units; None: estimated);
+    ``segment_frames`` as :class:`InpaintRequest`'s."""
 
     inputs: tuple[str | Path, ...]
     sigma: float | None = None
@@ -73,6 +76,7 @@ class DenoiseRequest:
     settings: DenoiseSettings = field(default_factory=DenoiseSettings)
     outputs: Outputs = Outputs()
     runtime: Runtime = Runtime()
+    segment_frames: int | None = None
 
 
 @dataclass(frozen=True)

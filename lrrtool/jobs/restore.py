@@ -2,14 +2,15 @@
 folder of frames, :mod:`lrrtool.jobs.clips`): in this process, or split in time into
 segments that run as Ray tasks and are joined.
 
-A clip is read a chunk of frames at a time (sized to the memory budget, :func:`chunk_plan`),
-each chunk solved with ``reach`` frames on either side of it (the last frames of the chunk
-before, the first of the chunk after: :func:`lrrtool.media.read_video_chunks`'
-look-ahead), so every frame's patch groups see the frames around it as they would in one
-solve of the whole clip. A segment starts at a chunk border and reads the ``reach`` frames
-before it as the run in one process has kept them, so a segmented run solves the same
-chunks with the same frames around them: its frames are those of the run in one process
-with chunks as long (:class:`Segments`).
+A clip is read a chunk of frames at a time (sized to the memory budget:
+:func:`lrrtool.tasks.budget.chunk_plan`), each chunk solved with ``reach`` frames on
+either side of it (the last frames of the chunk before, the first of the chunk after:
+:func:`lrrtool.media.read_video_chunks`' look-ahead), so every frame's patch groups see
+the frames around it as they would in one solve of the whole clip. A segment starts at
+a chunk border and reads the ``reach`` frames before it as the run in one process has
+kept them, so a segmented run solves the same chunks with the same frames around them:
+its frames are those of the run in one process with chunks as long (:class:`Segments`).
+
 A video comes back as a video of the same size, rate and frame count with the input's
 audio and subtitles (:func:`lrrtool.jobs.videos.carry_streams`); a folder as a folder of
 lossless PNG frames named as the input's.
@@ -36,13 +37,7 @@ from lrrtool.jobs.images import Placement, solve_entry
 from lrrtool.jobs.runtime import peak_memory_gib, release_freed_memory, trimming
 from lrrtool.jobs.videos import TaskRunner, carry_streams
 from lrrtool.solvers import Callback, Progress, SolveResult
-from lrrtool.tasks.budget import RUNTIME_GIB
-
-#: The most frames of a clip solved at once (besides the frames around them).
-MAX_CHUNK_FRAMES = 24
-#: The share of the budget (after the runtime) that a chunk's whole-clip buffers may take;
-#: the rest is for the tiles of patch groups.
-CHUNK_SHARE = 0.5
+from lrrtool.tasks.budget import chunk_plan, frames_needed_gib
 
 #: ``solve(frames, mask, reach, callback)``: the restored frames ``(T, C, H, W)`` of a chunk
 #: with the ``reach`` frames around it (float in ``[0, 1]``; ``mask`` bool ``(T, H, W)``,
@@ -53,39 +48,6 @@ Solve = Callable[[Tensor, Tensor | None, int, Callback], tuple[Tensor, SolveResu
 #: frames, ``chunk_frames`` a chunk, ``reach`` frames of look-ahead, from frame ``start``,
 #: at most ``max_frames``; None: to the end).
 Masks = Callable[[tuple[int, int, int], int, int, int, int | None], Tensor | Iterator[Tensor]]
-
-
-def chunk_plan(
-    shape: tuple[int, int, int], *, buffers: int, reach: int, memory_gib: float | None, itemsize: int = 4
-) -> tuple[int, int]:
-    """``(frames, reach)``: the frames solved at once within ``memory_gib`` and the frames
-    around them each way. A chunk and its ``2 reach`` frames hold ``buffers`` float copies
-    (and a byte copy) of each frame, within ``CHUNK_SHARE`` of the budget left after the
-    runtime; at most ``MAX_CHUNK_FRAMES``. Where the budget cannot hold the asked ``reach``
-    with at least as many frames of the chunk's own (each frame around a chunk is solved
-    again as context), ``reach`` is lowered until it does (1080p colour at 2 GiB holds 3
-    frames: reach 1). Raises ``LRRError`` (parameter ``memory_gib``) when not even one
-    frame fits."""
-    if memory_gib is None:
-        return MAX_CHUNK_FRAMES, reach
-    C, H, W = shape
-    per_frame = (buffers * C * itemsize + C + 16) * H * W
-    held = int((memory_gib - RUNTIME_GIB) * 2**30 * CHUNK_SHARE // per_frame)
-    if held < 1:
-        need = RUNTIME_GIB + per_frame / CHUNK_SHARE / 2**30
-        raise LRRError(
-            f"memory_gib {memory_gib:g} is too small for {W}x{H} frames: it needs at least {need:.2f} GiB",
-            parameter="memory_gib",
-        )
-    while reach and held - 2 * reach < reach:
-        reach -= 1
-    return min(held - 2 * reach, MAX_CHUNK_FRAMES), reach
-
-
-def frames_needed_gib(shape: tuple[int, int, int], *, buffers: int, frames: int, itemsize: int = 4) -> float:
-    """The budget :func:`chunk_plan` needs to hold ``frames`` frames of ``shape`` at once."""
-    C, H, W = shape
-    return RUNTIME_GIB + frames * (buffers * C * itemsize + C + 16) * H * W / CHUNK_SHARE / 2**30
 
 
 @dataclass(frozen=True)
@@ -230,12 +192,12 @@ def solve_frames(
         raise LRRError("a start after the first frame needs grey decided")
     behind, behind_mask = None, None
     if back:
-        behind = next(media.read_video_chunks(plan.path, chunk_frames=back, start=first - back, max_frames=back,
-                                              raw=True))[0]  # fmt: skip
+        behind = _first(media.read_video_chunks(plan.path, chunk_frames=back, start=first - back, max_frames=back,
+                                                raw=True))[0]  # fmt: skip
         behind = behind[:, :1] if grey else behind
         if masks is not None:
             context = masks(plan.shape, back, 0, first - back, back)
-            behind_mask = None if isinstance(context, Tensor) else _next_mask(context, back, plan.path)
+            behind_mask = None if isinstance(context, Tensor) else _first(context)
     stream = None if masks is None else masks(plan.shape, plan.chunk, reach, first, frames)
     reader = media.read_video_chunks(
         plan.path, chunk_frames=plan.chunk, raw=True, lookahead=reach, start=first, max_frames=frames
@@ -287,6 +249,14 @@ def solve_frames(
     if writer is None:
         raise LRRError(f"{plan.path}: no frames to read" + (f" from frame {start}" if start else ""))
     return Solved(done, fps, bool(grey), chunks)
+
+
+def _first(chunks: Iterator):
+    """The first item of a stream of chunks, the stream closed (its reader with it)."""
+    try:
+        return next(chunks)
+    finally:
+        chunks.close()
 
 
 def _next_mask(masks: Iterator[Tensor], frames: int, path: Path) -> Tensor:
@@ -399,7 +369,8 @@ def restore_segments(
     no key frame; a folder's frames into one hidden folder), then joined and moved into
     place. What the run in one process decides on its first chunk is decided here before
     the tasks start: whether the clip is grey, and ``prepare(frames)`` (a level estimated
-    on the first chunk's frames, float ``[0, 1]``, on ``place``'s device). A failed segment
+    on the first frame: ``(1, C, H, W)`` float ``[0, 1]`` on ``place``'s device, grey when
+    the clip is). A failed segment
     fails the clip and leaves no output. ``callback`` hears the frames of each finished
     segment (phase ``frames``). Returns :func:`restore_clip`'s entry plus ``segments``
     (start and frames of each)."""
@@ -407,16 +378,13 @@ def restore_segments(
     if plan.count is None:
         raise LRRError(f"{path}: its frame count is unknown, so it cannot be split into segments")
     started = time.perf_counter()
-    reader = media.read_video_chunks(path, chunk_frames=plan.chunk, raw=True, lookahead=plan.reach)
     try:
-        head = next(reader, (None, None))[0]
-    finally:
-        reader.close()
-    if head is None:
-        raise LRRError(f"{path}: no frames to read")
+        head = _first(media.read_video_chunks(path, chunk_frames=plan.chunk, raw=True, lookahead=plan.reach))[0]
+    except StopIteration:
+        raise LRRError(f"{path}: no frames to read") from None
     grey = is_grey(head)
     if prepare is not None:
-        prepare((head[:, :1] if grey else head).to(place.device).to(place.dtype).div_(255))
+        prepare((head[:1, :1] if grey else head[:1]).to(place.device).to(place.dtype).div_(255))
     del head
     if segments.frames is not None:  # whole chunks: the borders of the run in one process
         length = -(-segments.frames // plan.chunk) * plan.chunk

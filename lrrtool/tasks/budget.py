@@ -1,5 +1,6 @@
-"""Memory budgets: how much of ``memory_gib`` a task's whole-image buffers take, and the
-tile of patch groups the rest allows (:func:`plan_tile`, :func:`tile_memory`).
+"""Memory budgets: how much of ``memory_gib`` a task's whole-image buffers take, the tile
+of patch groups the rest allows (:func:`plan_tile`, :func:`tile_memory`), and the frames
+of a clip solved at once (:func:`chunk_plan`).
 
 A budget covers the whole process: :data:`RUNTIME_GIB` for Python, torch and the media
 libraries, the task's image-sized buffers, the stored group indices, and one tile per
@@ -202,3 +203,43 @@ def plan_tile(
     while uneven(side) and side // 2 >= SHARED_TILE:
         side = -(-side // 2 // stride) * stride
     return None if side >= whole else side
+
+
+#: The most frames of a clip solved at once (besides the frames around them).
+MAX_CHUNK_FRAMES = 24
+#: The share of the budget (after the runtime) that a chunk's whole-clip buffers may take;
+#: the rest is for the tiles of patch groups.
+CHUNK_SHARE = 0.5
+
+
+def chunk_plan(
+    shape: tuple[int, int, int], *, buffers: int, reach: int, memory_gib: float | None, itemsize: int = 4
+) -> tuple[int, int]:
+    """``(frames, reach)``: the frames solved at once within ``memory_gib`` and the frames
+    around them each way. A chunk and its ``2 reach`` frames hold ``buffers`` float copies
+    (and a byte copy) of each frame, within ``CHUNK_SHARE`` of the budget left after the
+    runtime; at most ``MAX_CHUNK_FRAMES``. Where the budget cannot hold the asked ``reach``
+    with at least as many frames of the chunk's own (each frame around a chunk is solved
+    again as context), ``reach`` is lowered until it does (1080p colour at 2 GiB holds 3
+    frames: reach 1). Raises ``LRRError`` (parameter ``memory_gib``) when not even one
+    frame fits."""
+    if memory_gib is None:
+        return MAX_CHUNK_FRAMES, reach
+    C, H, W = shape
+    per_frame = (buffers * C * itemsize + C + 16) * H * W
+    held = int((memory_gib - RUNTIME_GIB) * 2**30 * CHUNK_SHARE // per_frame)
+    if held < 1:
+        need = RUNTIME_GIB + per_frame / CHUNK_SHARE / 2**30
+        raise LRRError(
+            f"memory_gib {memory_gib:g} is too small for {W}x{H} frames: it needs at least {need:.2f} GiB",
+            parameter="memory_gib",
+        )
+    while reach and held - 2 * reach < reach:
+        reach -= 1
+    return min(held - 2 * reach, MAX_CHUNK_FRAMES), reach
+
+
+def frames_needed_gib(shape: tuple[int, int, int], *, buffers: int, frames: int, itemsize: int = 4) -> float:
+    """The budget :func:`chunk_plan` needs to hold ``frames`` frames of ``shape`` at once."""
+    C, H, W = shape
+    return RUNTIME_GIB + frames * (buffers * C * itemsize + C + 16) * H * W / CHUNK_SHARE / 2**30
