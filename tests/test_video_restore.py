@@ -273,3 +273,28 @@ def test_segments_give_the_frames_of_the_run_in_one_process(tmp_path, monkeypatc
     for name in names:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "split" / name).read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["masks", "one", "shots", "split"]  # no scratch left
+
+
+@pytest.mark.parametrize("frames", [0, 4])
+def test_sparse_tiles_sum_what_unfolding_the_whole_crop_sums(monkeypatch, frames):
+    """Groups around a thin hole: a tile that reads and sums only its grouped patches
+    (``PatchGroups._sparse``) gives the whole crop's unfold and fold, an image's and a
+    clip's, tiled or not, to float rounding."""
+    from lrrtool import patches
+
+    g = torch.Generator().manual_seed(3)
+    signal = torch.rand(*((frames,) if frames else ()), 3, 30, 34, generator=g)
+    select = torch.zeros(30, 34, dtype=torch.bool)
+    select[10:13, 5:30] = True
+    if frames:
+        select = select.expand(frames, 30, 34)
+    extra = {"temporal": TemporalSearch(1), "span": 2} if frames else {}
+    for tile in (None, 9):
+        groups = PatchGroups(signal, patch=4, group=6, stride=3, window=3, search_step=1, select=select, tile=tile,
+                             batch=5, **extra)  # fmt: skip
+        estimate = torch.rand_like(signal)
+        runs = []
+        for share in (0.0, 10.0):  # every tile dense, every tile sparse
+            monkeypatch.setattr(patches, "SPARSE_ROWS", share)
+            runs.append((groups.map(estimate, lambda g, _: g * 0.7), groups.average(groups.gather(estimate))))
+        assert torch.allclose(runs[0][0], runs[1][0], atol=1e-6) and torch.allclose(runs[0][1], runs[1][1], atol=1e-6)
