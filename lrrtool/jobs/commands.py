@@ -120,9 +120,10 @@ def _image_batch(command: str, request, work: functools.partial, files: tuple, l
         raise LRRError(f"segment_frames {problem}", parameter="segment_frames", mentions=("ray",))
     target = image_targets(out.output, out.output_dir, OUTPUT_SUFFIXES[command], inputs, protect)
     place = images.Placement(device, dtype, r.runtime.memory_gib, tuple(protect))
-    with _ray_session(ray):
-        clips_on_ray = ray is not None and any(map(media.is_clip, inputs))
-        segments = _clip_segments(ray, r.segment_frames) if clips_on_ray else None
+    with _ray_session(ray) as engine:
+        segments = None
+        if ray is not None and any(map(media.is_clip, inputs)):
+            segments = Segments(*_segment_runner(engine, ray), r.segment_frames)
         results = run_batch(
             inputs, target, functools.partial(work, place=place, segments=segments), label=command,
             listener=listener, overwrite=out.overwrite, ray=ray, in_process=media.is_clip, describe=describe,
@@ -178,19 +179,17 @@ def _ray_session(ray: RayRun | None):
     return cluster.session(ray.address)
 
 
-def _clip_segments(ray: RayRun, frames: int | None) -> Segments:
-    """A clip split into segments of ``frames`` frames (None: as many segments as the
-    cluster has slots), each a Ray task (within :func:`_ray_session`)."""
+def _segment_runner(engine, ray: RayRun) -> tuple[videos.TaskRunner, int]:
+    """How a video's or a clip's segments run on the Ray session ``engine``: one task each
+    (``ray``'s threads, or a GPU), and as many at once as the cluster has slots."""
     from lrrtool import cluster
 
     def run(jobs, work, finished) -> None:
-        with cluster.session(ray.address) as engine:
-            cluster.run_tasks(engine, jobs, work, threads=ray.threads, gpus=ray.gpus, finished=finished)
+        cluster.run_tasks(engine, jobs, work, threads=ray.threads, gpus=ray.gpus, finished=finished)
 
-    with cluster.session(ray.address) as engine:
-        resources = engine.cluster_resources()
+    resources = engine.cluster_resources()
     slots = int(resources.get("GPU", 0)) if ray.gpus else int(resources.get("CPU", 1)) // ray.threads
-    return Segments(run, max(1, slots), frames)
+    return run, max(1, slots)
 
 
 def _separation_folder(video: Path, names: tuple[str, ...]) -> Path:
@@ -207,19 +206,11 @@ def _separation_folder(video: Path, names: tuple[str, ...]) -> Path:
 
 def _separate_on_ray(video: Path, folder: Path, request: SeparateRequest, ray, common: dict) -> dict:
     """The video's segments as Ray tasks, as many at once as the cluster has slots."""
-    from lrrtool import cluster
-
-    with cluster.session(ray.address) as engine:
-        resources = engine.cluster_resources()
-        slots = int(resources.get("GPU", 0)) if ray.gpus else int(resources.get("CPU", 1)) // ray.threads
-
-        def run(jobs, work, finished) -> None:
-            cluster.run_tasks(engine, jobs, work, threads=ray.threads, gpus=ray.gpus, finished=finished)
-
+    with _ray_session(ray) as engine:
+        run, slots = _segment_runner(engine, ray)
         return videos.separate_segments(
-            video, folder, request.settings, run=run, segment_frames=request.segment_frames, slots=max(1, slots),
-            **common,
-        )  # fmt: skip
+            video, folder, request.settings, run=run, segment_frames=request.segment_frames, slots=slots, **common
+        )
 
 
 def complete(request: CompleteRequest, listener: Listener = ignore, describe: Describe = str) -> dict:

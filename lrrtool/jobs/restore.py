@@ -186,7 +186,7 @@ def solve_frames(
     ``open_writer(fps)`` gives at the first chunk. A start after frame 0 reads the ``reach``
     frames before it as context. ``grey``: solve the frames grey (None: when the first
     chunk is). ``callback`` hears the frames done (phase ``frames``)."""
-    reach, start = plan.reach, first
+    reach = plan.reach
     back = min(reach, first)
     if back and grey is None:
         raise LRRError("a start after the first frame needs grey decided")
@@ -247,7 +247,7 @@ def solve_frames(
         if hasattr(stream, "close"):
             stream.close()
     if writer is None:
-        raise LRRError(f"{plan.path}: no frames to read" + (f" from frame {start}" if start else ""))
+        raise LRRError(f"{plan.path}: no frames to read" + (f" from frame {first}" if first else ""))
     return Solved(done, fps, bool(grey), chunks)
 
 
@@ -310,11 +310,11 @@ def restore_clip(
     finally:
         if not ok and opened:
             opened[0].abort()
-    return _entry(plan, target, solved, solved.chunks, started, audio, notes, peak_memory_gib(place.device))
+    return _entry(plan, target, solved, started, audio, notes, peak_memory_gib(place.device))
 
 
-def _entry(plan: ClipPlan, target: Path, solved: Solved, chunks: list[dict], started: float, audio: list[str],
-           notes: list[str], peak: float | None, **extra) -> dict[str, object]:  # fmt: skip
+def _entry(plan: ClipPlan, target: Path, solved: Solved, started: float, audio: list[str], notes: list[str],
+           peak: float | None, **extra) -> dict[str, object]:  # fmt: skip
     """A clip's report entry."""
     seconds = time.perf_counter() - started
     warnings = list(plan.warnings) + [n.replace("video.mp4: ", "") for n in notes]
@@ -329,7 +329,7 @@ def _entry(plan: ClipPlan, target: Path, solved: Solved, chunks: list[dict], sta
         "fps": round(solved.frames / seconds, 3) if seconds > 0 else None,
         "chunk_frames": plan.chunk,
         "reach": plan.reach,
-        "chunks": chunks,
+        "chunks": solved.chunks,
         "audio": audio,
         "peak_memory_gib": peak,
         **extra,
@@ -370,22 +370,13 @@ def restore_segments(
     place. What the run in one process decides on its first chunk is decided here before
     the tasks start: whether the clip is grey, and ``prepare(frames)`` (a level estimated
     on the first frame: ``(1, C, H, W)`` float ``[0, 1]`` on ``place``'s device, grey when
-    the clip is). A failed segment
-    fails the clip and leaves no output. ``callback`` hears the frames of each finished
+    the clip is). A failed segment fails the clip and leaves no output. ``callback`` hears the frames of each finished
     segment (phase ``frames``). Returns :func:`restore_clip`'s entry plus ``segments``
     (start and frames of each)."""
     plan = plan_clip(path, reach=reach, buffers=buffers, memory_gib=place.memory_gib)
     if plan.count is None:
         raise LRRError(f"{path}: its frame count is unknown, so it cannot be split into segments")
     started = time.perf_counter()
-    try:
-        head = _first(media.read_video_chunks(path, chunk_frames=plan.chunk, raw=True, lookahead=plan.reach))[0]
-    except StopIteration:
-        raise LRRError(f"{path}: no frames to read") from None
-    grey = is_grey(head)
-    if prepare is not None:
-        prepare((head[:1, :1] if grey else head[:1]).to(place.device).to(place.dtype).div_(255))
-    del head
     if segments.frames is not None:  # whole chunks: the borders of the run in one process
         length = -(-segments.frames // plan.chunk) * plan.chunk
     else:  # as many chunks a slot, made even: 50 frames in chunks of 24 on 2 slots, 2 x 2 chunks of 13
@@ -393,6 +384,14 @@ def restore_segments(
         per_slot = -(-plan.count // (slots * plan.chunk))
         plan = replace(plan, chunk=-(-plan.count // (slots * per_slot)))
         length = per_slot * plan.chunk
+    try:  # the first chunk, as the run in one process with these chunks reads it
+        head = _first(media.read_video_chunks(path, chunk_frames=plan.chunk, raw=True, lookahead=plan.reach))[0]
+    except StopIteration:
+        raise LRRError(f"{path}: no frames to read") from None
+    grey = is_grey(head)
+    if prepare is not None:
+        prepare((head[:1, :1] if grey else head[:1]).to(place.device).to(place.dtype).div_(255))
+    del head
     starts = list(range(0, plan.count, length))
     spans = [(a, min(a + length, plan.count) - a) for a in starts]
     folder = FrameFolder(target, plan.names) if plan.folder else None
@@ -445,7 +444,7 @@ def restore_segments(
             shutil.rmtree(scratch, ignore_errors=True)
     peaks = [r["peak_memory_gib"] for r in reports.values() if r["peak_memory_gib"] is not None]
     return _entry(
-        plan, target, solved, solved.chunks, started, audio, notes, max(peaks) if peaks else None,
+        plan, target, solved, started, audio, notes, max(peaks) if peaks else None,
         segments=[{"segment": k + 1, "start": a, "frames": n} for k, (a, n) in enumerate(spans)],
     )  # fmt: skip
 
