@@ -34,3 +34,13 @@ def conditioned(m: int, n: int, condition: float, rng: torch.Generator, top: flo
     k = min(m, n)
     sigma = top * torch.logspace(0, -torch.log10(torch.tensor(condition)).item(), k, dtype=torch.float64)
     return matrix_with_spectrum(sigma, m, n, rng)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts and ends with one torch thread: a command run in-process sets the
+    threads it is given (``--threads``), and several OpenMP threads spin beside the other
+    xdist worker."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)

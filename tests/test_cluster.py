@@ -16,6 +16,9 @@ from typer.testing import CliRunner
 from lrrtool import cluster
 from lrrtool.cli import app
 
+# One xdist worker runs every Ray test: two local Ray instances at once would compete.
+pytestmark = pytest.mark.xdist_group("ray")
+
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

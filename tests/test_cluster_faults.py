@@ -12,6 +12,9 @@ import pytest
 
 from lrrtool import cluster
 
+# One xdist worker runs every Ray test: two local Ray instances at once would compete.
+pytestmark = pytest.mark.xdist_group("ray")
+
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 
 

@@ -233,15 +233,15 @@ def test_a_fade_is_the_weighted_sum_of_two_fits_in_every_view():
         lifted.handover(2, 12)
 
 
-@pytest.mark.parametrize("work_pixels", [32 * 24, 0])
-def test_chunk_borders_fade_in_without_a_step(work_pixels):
+@pytest.mark.parametrize(("work_pixels", "size"), [(32 * 24, (96, 128)), (0, (72, 96))])
+def test_chunk_borders_fade_in_without_a_step(work_pixels, size):
     """90 frames in chunks of 15. Each chunk solved alone steps the background at its
-    borders (measured, lifted: up to 1.71/255 against a median frame-to-frame change of
-    0.37; robust PCA at full size: 1.32 against 0.36); with each chunk also solving 7
-    frames of the next, over which the next fades in, no border jumps more than twice the
-    median (0.49 against 0.34; 0.46 against 0.33), and the mask is no worse (F 0.944 ->
-    0.977; 0.988 -> 0.996)."""
-    video, truth, _ = planted_clip(frames=90, dimming=False)
+    borders (measured, lifted: up to 4.6 times the median frame-to-frame change; robust PCA
+    at full size, on a smaller clip to keep the test short: 3.0 times); with each chunk
+    also solving 7 frames of the next, over which the next fades in, no border jumps more
+    than twice the median (1.43; 1.32 times), and the mask is no worse (F 0.944 -> 0.977;
+    0.984 -> 0.986)."""
+    video, truth, _ = planted_clip(frames=90, dimming=False, height=size[0], width=size[1])
 
     def separated(lookahead: int) -> tuple[torch.Tensor, float]:
         chunks = [(video[s : s + 15 + lookahead], min(15, 90 - s)) for s in range(0, 90, 15)]
