@@ -456,10 +456,14 @@ class PatchGroups:
         """Sum into ``total`` (the signal's shape) the patch estimates ``estimate(part, patches)``
         of every group: ``(g, K, D)`` for the groups ``part``, given their patches of
         ``image`` (None without an image)."""
-        lock = threading.Lock()
+        # Tiles overlap, so their sums are added in tile order (float sums depend on the
+        # order): a finished tile waits for the one before it. The pool starts tiles in
+        # order, so that one is running or done; ``stopped`` frees the waiters on an error.
+        turn, state = threading.Condition(), {"next": 0, "stopped": False}
         channels = total.shape[-3]
 
-        def one(tile: Tile) -> None:
+        def one(numbered: tuple[int, Tile]) -> None:
+            k, tile = numbered
             h, w, rows = tile.shape(self.patch)
             frames = tile.frames.stop - tile.frames.start
             if tile.index.numel() < SPARSE_ROWS * frames * rows:
@@ -473,13 +477,23 @@ class PatchGroups:
                     out = estimate(part, None if patches is None else patches[index])
                     summed.index_add_(1, index.reshape(-1), out.reshape(-1, out.shape[-1]).T.contiguous())
                 folded = _fold_columns(summed, frames, (h, w), self.patch)
-            with lock:
+            with turn:
+                turn.wait_for(lambda: state["next"] == k or state["stopped"])
+                if state["stopped"]:
+                    return
                 if total.ndim == 3:
                     total[:, tile.rows, tile.cols] += folded[0]
                 else:
                     total[tile.frames, :, tile.rows, tile.cols] += folded
+                state["next"] += 1
+                turn.notify_all()
 
-        run_all(one, self.tiles, done=progress)
+        try:
+            run_all(one, list(enumerate(self.tiles)), done=progress)
+        finally:
+            with turn:
+                state["stopped"] = True
+                turn.notify_all()
         return total
 
     def _sparse(self, tile: Tile, total: Tensor, estimate, image: Tensor | None) -> Tensor:

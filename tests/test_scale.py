@@ -16,7 +16,7 @@ from lrrtool.solvers import Progress
 from lrrtool.tasks.budget import patch_tile, plan_tile, reference_count, tile_memory
 from lrrtool.tasks.denoise import denoise
 from lrrtool.tasks.inpaint import InpaintSettings, inpaint
-from lrrtool.tasks.starts import biharmonic_fill, hole_regions, start_by_region
+from lrrtool.tasks.starts import PIECE, biharmonic_fill, hole_regions, start_by_region
 
 
 def by_reference(index: torch.Tensor, *values: torch.Tensor):
@@ -152,10 +152,48 @@ def test_progress_has_a_total_from_the_first_report_and_grows(task, rng):
 
 
 def test_a_long_thin_cluster_is_solved_in_pieces_close_to_one_solve(rng):
-    image = torch.linspace(0, 1, 700)[None, None, :].expand(1, 60, 700) + 0.05 * torch.rand(1, 60, 700, generator=rng)
-    fill = torch.zeros(60, 700, dtype=torch.bool)
-    fill[25:30, 10:690] = True  # one stroke across 680 px: three pieces of 256
+    width = 2 * PIECE + 200
+    image = torch.linspace(0, 1, width)[None, None, :].expand(1, 60, width)
+    image = image + 0.05 * torch.rand(1, 60, width, generator=rng)
+    fill = torch.zeros(60, width, dtype=torch.bool)
+    fill[25:30, 10 : width - 10] = True  # one stroke across the image: three pieces
     start, details = start_by_region(image, fill)
     assert details["start"] == "biharmonic" and details["start_pieces"] == 3
     whole = biharmonic_fill(image, fill, iters=3000, tol=1e-9)
     assert float((start - whole)[:, fill].abs().max()) < 0.01  # the cuts barely reach in
+
+
+def test_tiles_add_their_sums_in_tile_order_whatever_order_they_finish(image, monkeypatch):
+    """Tiles overlap and float sums depend on their order: a run whose later tiles finish
+    first gives the bits of the run in one thread (it added in finishing order before)."""
+    import threading
+    import time
+
+    import lrrtool.patches as patches_module
+
+    options = {"patch": 4, "group": 9, "stride": 2, "window": 5, "search_step": 1}
+    groups = PatchGroups(image, tile=12, batch=7, **options)
+    assert len(groups.tiles) > 3
+
+    def shrink(patches, part):
+        return patches * (0.3 + torch.arange(part.start, part.stop).view(-1, 1, 1).float().sin() / 7)
+
+    in_order = groups.map(image, shrink)
+
+    def backwards(work, items, *, count=None, done=None):  # the last tile finishes first
+        items = list(items)
+        results = [None] * len(items)
+
+        def run(k):
+            time.sleep(0.02 * (len(items) - k))
+            results[k] = work(items[k])
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(len(items))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+    monkeypatch.setattr(patches_module, "run_all", backwards)
+    assert torch.equal(groups.map(image, shrink), in_order)

@@ -298,3 +298,39 @@ def test_biharmonic_fill_on_the_hole_window_solves_the_whole_image_system(corner
     expected[free] = torch.linalg.solve(A[free][:, free], -(A[free] @ y))
     filled = biharmonic_fill(image.masked_fill(fill, 0), fill, iters=2000, tol=1e-13)
     torch.testing.assert_close(filled.flatten(), expected, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(17, 23), (6, 5), (1, 9)])
+def test_sparse_normal_matrix_is_the_dense_operator_on_the_free_pixels(shape):
+    """The biharmonic CG's sparse matrix: on scattered free pixels that touch every border,
+    ``A u`` is the operator ``Delta^T Delta`` (replicate borders) applied to ``u`` placed on
+    the free pixels, read there; and ``A`` is symmetric."""
+    from lrrtool.tasks.starts import _laplacian, _laplacian_adjoint, _normal_matrix
+
+    g = torch.Generator().manual_seed(3)
+    free = torch.rand(shape, generator=g) < 0.45
+    free[0, 0] = free[-1, -1] = True
+    u = torch.randn(int(free.sum()), 2, generator=g, dtype=torch.float64)
+    placed = torch.zeros(2, *shape, dtype=torch.float64)
+    placed[:, free] = u.T
+    matrix = _normal_matrix(free, torch.float64)
+    expected = _laplacian_adjoint(_laplacian(placed))[:, free].T
+    torch.testing.assert_close(matrix @ u, expected, rtol=0, atol=1e-12)
+    dense = matrix.to_dense()
+    assert torch.equal(dense, dense.T)
+
+
+def test_each_channel_of_a_biharmonic_fill_is_solved_to_its_own_tolerance():
+    """Channels of very different contrast: each stops on its own residual, so a colour
+    fill is the fill of each channel alone, and the faint channel is not left unsolved
+    because the strong one dominated a joint residual."""
+    g = torch.Generator().manual_seed(2)
+    y, x = torch.meshgrid(torch.linspace(0, 4, 64), torch.linspace(0, 4, 64), indexing="ij")
+    image = torch.stack([torch.sin(x + y), 1e-3 * torch.cos(2 * x - y), 0.2 * x])[:, :, :].double()
+    fill = torch.rand(64, 64, generator=g) < 0.3
+    fill[20:40, 24:30] = True
+    together = biharmonic_fill(image.masked_fill(fill, 0), fill)
+    for c in range(3):
+        alone = biharmonic_fill(image[c : c + 1].masked_fill(fill, 0), fill)
+        torch.testing.assert_close(together[c : c + 1], alone, rtol=0, atol=1e-12)
+    assert float((together - image)[1, fill].abs().max()) < 2e-4  # the faint channel is filled too
