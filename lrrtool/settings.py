@@ -110,10 +110,15 @@ class TaskSettings:
     def for_video(self):
         """A copy with ``video_defaults`` in the settings that neither the user nor the
         preset sets (not resolved)."""
+        return self.with_defaults(self.video_defaults)
+
+    def with_defaults(self, defaults: dict[str, object]):
+        """A copy with ``defaults`` in the settings that neither the user nor the preset
+        sets and that apply to the chosen solver (not resolved)."""
         preset = self.presets.get(self.choice, {}).get(self.preset, {})
         unset = {
             k: v
-            for k, v in self.video_defaults.items()
+            for k, v in defaults.items()
             if getattr(self, k) is None and k not in preset and self.choice in self.applies_to.get(k, (self.choice,))
         }
         return replace(self, **unset)

@@ -334,3 +334,25 @@ def test_each_channel_of_a_biharmonic_fill_is_solved_to_its_own_tolerance():
         alone = biharmonic_fill(image[c : c + 1].masked_fill(fill, 0), fill)
         torch.testing.assert_close(together[c : c + 1], alone, rtol=0, atol=1e-12)
     assert float((together - image)[1, fill].abs().max()) < 2e-4  # the faint channel is filled too
+
+
+def test_hole_masks_get_the_hole_settings_and_scattered_drops_do_not():
+    """``has_holes``: strokes 3 px wide are holes, a 30 % random drop is not; an image
+    inpainting with holes runs ``hole_defaults`` (said in its details) except where the
+    user set a value, one with drops and a clip run the defaults."""
+    from lrrtool.tasks.inpaint import has_holes
+
+    g = torch.Generator().manual_seed(4)
+    image = torch.rand(3, 40, 44, generator=g)
+    drops = torch.rand(40, 44, generator=g) < 0.3
+    strokes = torch.zeros(40, 44, dtype=torch.bool)
+    strokes[10:13, 4:40] = strokes[20:36, 30:33] = True
+    assert has_holes(strokes) and not has_holes(drops)
+    _, result = inpaint(image, strokes, InpaintSettings(iters=2))
+    assert result.details["hole_settings"] == InpaintSettings.hole_defaults
+    _, result = inpaint(image, strokes, InpaintSettings(iters=2, lam=3.0))
+    assert result.details["hole_settings"]["lam"] == 3.0 and result.details["hole_settings"]["patch"] == 6
+    _, result = inpaint(image, drops, InpaintSettings(iters=2))
+    assert "hole_settings" not in result.details
+    _, result = inpaint(image[None].expand(3, -1, -1, -1), strokes, InpaintSettings(iters=2))
+    assert "hole_settings" not in result.details
