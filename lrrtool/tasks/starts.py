@@ -357,10 +357,12 @@ TEST_MAX_SIDE = 1024
 #: with ``OVERLAP`` px of the cluster around it: the squares go to the workers, and the
 #: biharmonic fill of a thin hole is set by its near sides, so the cut ``OVERLAP`` px away
 #: barely reaches in. A CG step costs the free pixels, not the box (:func:`_conjugate_gradients`),
-#: so the squares need not be small. Measured, the 12 MP photo's start (2 workers): 104
-#: squares of 256 px 19.8 s, 37 of 512 13.9 s, 12 of 1024 11.6 s (the overlaps are solved
-#: twice), 26.71 dB each.
-PIECE, OVERLAP = 1024, 32
+#: so the squares need not be small, but each one's sparse matrix is built at once.
+#: Measured, the 12 MP photo's start (2 workers, scribbles): 104 squares of 256 px 19.8 s,
+#: 37 of 512 13.9 s, 12 of 1024 11.6 s (the overlaps are solved twice), 26.71 dB each; a
+#: 12 MP random 60 % drop (the start alone, peak of the process): 256 px 31.0 s 0.90 GiB,
+#: 512 23.9 s 1.13 GiB, 1024 24.2 s 1.94 GiB.
+PIECE, OVERLAP = 512, 32
 
 
 def hole_regions(fill: Tensor, block: int = REGION_BLOCK) -> tuple[Tensor, list[tuple[slice, slice]]]:
