@@ -103,11 +103,9 @@ def biharmonic_fill(image: Tensor, fill: Tensor, *, iters: int = 500, tol: float
             up = F.interpolate(coarse[None], size=fill.shape, mode="bilinear", align_corners=False)[0]
             x = torch.where(fill, up, image)
 
-    x, free = x[(slice(None), *window)], fill[window]
-    x = x.clone()
-    x[:, free] = _conjugate_gradients(x, free, iters=iters, tol=tol)
+    x, free = x[(slice(None), *window)], fill[window]  # x holds the observed pixels as they are
     out = image.clone()
-    out[(slice(None), *window)] = torch.where(fill[window], x, image[(slice(None), *window)])
+    out[(slice(None), *window)][:, free] = _conjugate_gradients(x, free, iters=iters, tol=tol)
     return out
 
 
@@ -148,10 +146,9 @@ def _normal_matrix(free: Tensor, dtype: torch.dtype) -> Tensor:
     :func:`_laplacian_adjoint` (replicate borders included) applied to 25 probes, each one on
     every fifth row and column. The operator reaches 2 px, so a probe's pixels never share
     an output, and each output is the coefficient of the one probe pixel within 2 px."""
-    h, w = free.shape
-    device = free.device
+    (h, w), n, device = free.shape, int(free.sum()), free.device
     number = torch.full((h, w), -1, dtype=torch.long, device=device)
-    number[free] = torch.arange(int(free.sum()), device=device)
+    number[free] = torch.arange(n, device=device)
     r, c = torch.arange(h, device=device)[:, None], torch.arange(w, device=device)[None, :]
     rows, cols, values = [], [], []
     for a in range(5):
@@ -163,9 +160,8 @@ def _normal_matrix(free: Tensor, dtype: torch.dtype) -> Tensor:
             source = number[source_r.clamp(0, h - 1), source_c.clamp(0, w - 1)]
             entry = free & inside & (source >= 0) & (applied != 0)
             rows.append(number[entry])
-            cols.append(source.expand(h, w)[entry])
+            cols.append(source[entry])
             values.append(applied[entry])
-    n = int(free.sum())
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         indices = torch.stack([torch.cat(rows), torch.cat(cols)])
