@@ -11,6 +11,7 @@ from lrrtool.tasks.inpaint import InpaintSettings, inpaint
 from lrrtool.tasks.starts import (
     biharmonic_fill,
     choose_start,
+    harmonic_fill,
     held_out_factor,
     laplacian_energy,
     low_rank_fills,
@@ -77,6 +78,25 @@ def test_biharmonic_fill_is_exact_on_a_ramp_and_push_pull_fills_everything():
     assert torch.isfinite(start).all() and torch.equal(start[:, ~fill], ramp[:, ~fill])
     filled = biharmonic_fill(ramp.masked_fill(fill, 0), fill, iters=2000, tol=1e-12)
     torch.testing.assert_close(filled, ramp, atol=1e-6, rtol=0)
+
+
+def test_harmonic_fill_is_exact_on_a_ramp_and_stays_within_the_values_around_a_hole():
+    """The membrane fill: exact on a linear ramp (its Laplacian is 0) and, by the maximum
+    principle, within the range of the observed pixels; the biharmonic fill of the same
+    texture overshoots it (the reason clips start from the harmonic fill)."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, 40), torch.linspace(0, 1, 30), indexing="ij")
+    ramp = torch.stack([0.2 + 0.5 * x, 0.9 - 0.6 * y]).double()
+    fill = torch.rand(40, 30, generator=torch.Generator().manual_seed(3)) < 0.5
+    fill[:1], fill[-1:], fill[:, :1], fill[:, -1:] = False, False, False, False
+    filled = harmonic_fill(ramp.masked_fill(fill, 0), fill, iters=2000, tol=1e-12)
+    torch.testing.assert_close(filled, ramp, atol=1e-6, rtol=0)
+    grain = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(4), dtype=torch.float64)  # sharp texture
+    hole = torch.zeros(64, 64, dtype=torch.bool)
+    hole[20:44, 8:56] = True
+    membrane = harmonic_fill(grain.masked_fill(hole, 0), hole, iters=3000, tol=1e-10)[0, hole]
+    plate = biharmonic_fill(grain.masked_fill(hole, 0), hole, iters=3000, tol=1e-10)[0, hole]
+    assert float(membrane.min()) >= -1e-9 and float(membrane.max()) <= 1 + 1e-9
+    assert float(plate.min()) < -0.01 or float(plate.max()) > 1.01
 
 
 def test_biharmonic_fill_converges_on_a_big_hole():
@@ -300,11 +320,12 @@ def test_biharmonic_fill_on_the_hole_window_solves_the_whole_image_system(corner
     torch.testing.assert_close(filled.flatten(), expected, atol=1e-8, rtol=0)
 
 
+@pytest.mark.parametrize("order", [1, 2])
 @pytest.mark.parametrize("shape", [(17, 23), (6, 5), (1, 9)])
-def test_sparse_normal_matrix_is_the_dense_operator_on_the_free_pixels(shape):
-    """The biharmonic CG's sparse matrix: on scattered free pixels that touch every border,
-    ``A u`` is the operator ``Delta^T Delta`` (replicate borders) applied to ``u`` placed on
-    the free pixels, read there; and ``A`` is symmetric."""
+def test_sparse_normal_matrix_is_the_dense_operator_on_the_free_pixels(shape, order):
+    """The smooth fills' sparse CG matrix: on scattered free pixels that touch every border,
+    ``A u`` is the operator (``-Delta`` for order 1, ``Delta^T Delta`` for 2; replicate
+    borders) applied to ``u`` placed on the free pixels, read there; and ``A`` is symmetric."""
     from lrrtool.tasks.starts import _laplacian, _laplacian_adjoint, _normal_matrix
 
     g = torch.Generator().manual_seed(3)
@@ -313,8 +334,8 @@ def test_sparse_normal_matrix_is_the_dense_operator_on_the_free_pixels(shape):
     u = torch.randn(int(free.sum()), 2, generator=g, dtype=torch.float64)
     placed = torch.zeros(2, *shape, dtype=torch.float64)
     placed[:, free] = u.T
-    matrix = _normal_matrix(free, torch.float64)
-    expected = _laplacian_adjoint(_laplacian(placed))[:, free].T
+    matrix = _normal_matrix(free, torch.float64, order)
+    expected = (-_laplacian(placed) if order == 1 else _laplacian_adjoint(_laplacian(placed)))[:, free].T
     torch.testing.assert_close(matrix @ u, expected, rtol=0, atol=1e-12)
     dense = matrix.to_dense()
     assert torch.equal(dense, dense.T)

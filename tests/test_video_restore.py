@@ -103,8 +103,26 @@ def test_what_no_frame_shows_is_filled_alike_in_alike_frames():
     fill = torch.zeros(6, 24, 32, dtype=torch.bool)
     fill[:, 8:14, 10:20] = True
     start, details = temporal_start(video.masked_fill(fill[:, None], 0), fill)
-    assert details["shown_by_other_frames"] == 0.0 and details["unseen_start"] == "biharmonic"
+    assert details["shown_by_other_frames"] == 0.0 and details["unseen_start"] == "harmonic"
     assert torch.allclose(start[0], start[5], atol=1e-6)
+
+
+def test_a_frame_that_differs_around_the_hole_gives_it_nothing():
+    """A cut between two scenes: frame 3 (the second scene) has a hole that frames 2 (the
+    first scene) and 4 (the second) both show, equally near. Frame 2 comes first in the
+    order but differs from frame 3 around the hole, so the pixels come from frame 4: the
+    truth exactly; and a frame that nothing agrees with is filled from its own pixels."""
+    first, second = texture(40, 48, seed=1), texture(40, 48, seed=2)
+    video = torch.stack([first] * 3 + [second] * 3)
+    fill = torch.zeros(6, 40, 48, dtype=torch.bool)
+    fill[3, 14:24, 16:30] = True
+    still = torch.zeros(6, 2, dtype=torch.long)
+    start, details = temporal_start(video.masked_fill(fill[:, None], 0), fill, shifts=still)
+    assert details["shown_by_other_frames"] == 1.0
+    assert torch.equal(start[3], second)
+    video[4:] = texture(40, 48, seed=3)  # now no frame agrees with frame 3
+    start, details = temporal_start(video.masked_fill(fill[:, None], 0), fill, shifts=still)
+    assert details["shown_by_other_frames"] == 0.0 and details["unseen_start"] == "harmonic"
 
 
 def test_a_noisy_still_clip_denoises_better_than_its_frames_alone():

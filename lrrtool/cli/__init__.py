@@ -144,8 +144,9 @@ def inpaint(
         StartName | None,
         typer.Option(
             "--start",
-            help="auto (default): where the mask has holes wider than 9 px, start from a global rank-r completion "
-            "when a held-out test finds it 2 dB better than biharmonic; biharmonic: always biharmonic.",
+            help="auto (default for images): where the mask has holes wider than 9 px, start from a global rank-r "
+            "completion when a held-out test finds it 2 dB better than biharmonic; biharmonic: always biharmonic; "
+            "harmonic (default for clips): the membrane fill, which stays within the values around a hole.",
         ),
     ] = None,
     width: WidthOpt = None,
@@ -168,7 +169,8 @@ def inpaint(
     are skipped unless --overwrite; inputs are never overwritten.
 
     A clip (a video file, or a folder of frames) is filled from what its other frames show
-    (aligned to the camera's motion), then refined with patch groups searched --reach frames
+    (aligned to the camera's motion) where they agree with the frame around the hole, the
+    rest by the harmonic fill, then refined with patch groups searched --reach frames
     each way; --mask is one image for every frame, or a folder or video of masks. A video
     gives NAME.inpainted.mp4 (same size, rate, frames and audio), a folder a folder of PNG
     frames with the same names.

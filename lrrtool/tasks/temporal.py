@@ -7,8 +7,9 @@ still overlay, or where the camera moves. With the camera's motion a translation
 at :math:`x - d_t`. Each frame's hidden pixels take the value of the nearest frame in
 time that shows them there (nearest, not a median over the chunk: a median gives the
 still background, and on a crowded real clip, vtest.avi with pedestrians crossing a
-caption, it scored 4.5 dB below per-frame Telea); what no frame of the chunk shows is
-filled from the frame's own pixels around it (:func:`lrrtool.tasks.starts.start_by_region`).
+caption, it scored 4.5 dB below per-frame Telea), where that frame agrees with this one
+around the pixel; what no frame of the chunk shows is filled from the frame's own pixels
+around it (:func:`lrrtool.tasks.starts.start_by_region`, the harmonic fill by default).
 """
 
 from __future__ import annotations
@@ -119,14 +120,17 @@ def temporal_start(
     fill: Tensor,
     *,
     shifts: Tensor | None = None,
+    smooth: str = "harmonic",
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Tensor, dict[str, object]]:
     """Each frame's hidden pixels from what the other frames show (see the module): the
     frames ``(T, C, H, W)`` with ``fill`` ``(T, H, W)`` (True = hidden) replaced from the
     nearest frame that shows them, once aligned (``shifts``: the camera's, None: found by
-    :func:`frame_shifts`); what no frame shows filled in each frame.
+    :func:`frame_shifts`), where that frame agrees with this one around them
+    (:func:`_agrees`); the rest filled in each frame by the ``smooth`` fill
+    (:data:`lrrtool.tasks.starts.SMOOTH_FILLS`).
     Returns ``(start, details)``: ``shift`` (the camera's largest translation, pixels),
-    ``shown_by_other_frames`` (the share of hidden pixels some other frame shows) and
+    ``shown_by_other_frames`` (the share of hidden pixels taken from another frame) and
     ``unseen_start`` (the fill of the others)."""
     T, C, H, W = frames.shape
     shifts = frame_shifts(frames, fill) if shifts is None else shifts
@@ -143,14 +147,21 @@ def temporal_start(
         if not bool(fill[t].any()):
             continue
         rows_t, cols_t = _box(fill[t])
-        aligned = canvas[:, :, top + rows_t.start : top + rows_t.stop, left + cols_t.start : left + cols_t.stop]
+        grown = _grow(rows_t, H, AGREE_SIDE // 2), _grow(cols_t, W, AGREE_SIDE // 2)
+        inner = (slice(rows_t.start - grown[0].start, rows_t.stop - grown[0].start),
+                 slice(cols_t.start - grown[1].start, cols_t.stop - grown[1].start))  # fmt: skip
+        aligned = canvas[:, :, top + grown[0].start : top + grown[0].stop, left + grown[1].start : left + grown[1].stop]
         todo = fill[t, rows_t, cols_t].clone()
         patch = out[t, :, rows_t, cols_t]
         for s_ in sorted(range(T), key=lambda s_: (abs(s_ - t), s_)):
             if s_ == t:
                 continue
-            got = todo & ~aligned[s_, 0].isnan()
-            patch = torch.where(got, aligned[s_], patch)
+            source = aligned[s_][(slice(None), *inner)]
+            got = todo & ~source[0].isnan()
+            if not bool(got.any()):
+                continue
+            got &= _agrees(aligned[t], aligned[s_])[inner]
+            patch = torch.where(got, source, patch)
             todo &= ~got
             if not bool(todo.any()):
                 break
@@ -163,19 +174,54 @@ def temporal_start(
     if spatial and all(torch.equal(unseen[t], unseen[spatial[0]]) for t in spatial):
         # One hole in every frame (a still overlay no frame sees under): one solve, the
         # frames as channels (vtest, 20 frames of 320x240: 10.2 s one by one, 3.1 s at once).
-        stacked = start_by_region(out[spatial].flatten(0, 1), unseen[spatial[0]], test=False, progress=progress)[0]
+        stacked = start_by_region(
+            out[spatial].flatten(0, 1), unseen[spatial[0]], test=False, smooth=smooth, progress=progress
+        )[0]
         out[spatial] = stacked.reshape(len(spatial), C, H, W)
     elif spatial:  # what no frame shows: each frame filled from its own pixels around it
 
         def one(t: int) -> Tensor:
-            return start_by_region(out[t], unseen[t], test=False)[0]
+            return start_by_region(out[t], unseen[t], test=False, smooth=smooth)[0]
 
         for t, filled in zip(spatial, run_all(one, spatial, done=progress), strict=True):
             out[t] = filled
     if spatial:
-        details["unseen_start"] = "biharmonic"
+        details["unseen_start"] = smooth
     details["shown_by_other_frames"] = round(shown / max(hidden, 1), 4)
     return out, details
+
+
+#: :func:`_agrees`: the side of the square over which two frames are compared, and the
+#: largest mean absolute difference (of [0, 1] values) at which they agree. Measured on
+#: vtest-pan (a 2 px a frame pan over pedestrians, caption + logo, 20 frames; the start
+#: alone, harmonic fill for the rest): every hidden pixel from the nearest frame that shows
+#: it, 18.12 dB (even one frame away: 17.4 dB, where the harmonic fill has 21.0: people
+#: move); only where the frames agree, side 31: 21.20 / 21.25 / 21.22 dB at 4 / 8 / 12 of
+#: 255 (sides 15, 47, 63: at most 21.06, 21.20, 21.13); the harmonic fill alone 21.01.
+AGREE_SIDE = 31
+AGREE_LEVEL = 8 / 255
+
+
+def _agrees(frame: Tensor, other: Tensor) -> Tensor:
+    """Where ``other`` ``(C, h, w)`` (another frame aligned to ``frame``; NaN where not
+    seen) shows the same scene as ``frame`` around a pixel: the mean absolute difference
+    over the pixels both see in the :data:`AGREE_SIDE` square around it is under
+    :data:`AGREE_LEVEL` (bool ``(h, w)``; False where they share no pixel there). Where
+    the scene under an overlay moves with the camera the frames agree and the other
+    frame's pixels are the truth; where people walk past they differ around the hole too."""
+    difference = (frame - other).abs().mean(0)
+    both = ~difference.isnan()
+    # Box sums as two 1-D passes (2 x 31 reads a pixel, not 31^2): the ratio of two sums
+    # over the same square is the mean, whatever the windows' common scale.
+    row = lambda x: F.avg_pool2d(x, (AGREE_SIDE, 1), 1, (AGREE_SIDE // 2, 0))  # noqa: E731
+    box = lambda x: F.avg_pool2d(row(x[None, None]), (1, AGREE_SIDE), 1, (0, AGREE_SIDE // 2))[0, 0]  # noqa: E731
+    shared = box(both.to(frame.dtype))
+    mean = box(difference.nan_to_num(0)) / shared.clamp_min(1e-12)
+    return (shared > 1e-6) & (mean < AGREE_LEVEL)
+
+
+def _grow(span: slice, size: int, margin: int) -> slice:
+    return slice(max(span.start - margin, 0), min(span.stop + margin, size))
 
 
 def _box(mask: Tensor) -> tuple[slice, slice]:
