@@ -143,6 +143,21 @@ def test_video_defaults_leave_what_the_user_sets():
     assert DenoiseSettings(solver="adam").for_video().rescale is None  # threshold's settings stay out
 
 
+def test_a_grey_clip_is_searched_in_more_frames_than_a_colour_one(tmp_path):
+    """``grey_video_defaults``: a grey clip's groups come from 9 frames each way (a colour
+    clip's from 4) unless the user says; the clip command decides grey on the first frame,
+    as the solve does, and plans its chunks with that reach."""
+    assert (DenoiseSettings().for_image(1, frames=5).reach, DenoiseSettings().for_image(1, frames=5).group) == (9, 96)
+    assert DenoiseSettings(reach=2, group=40).for_image(1, frames=5).reach == 2
+    assert DenoiseSettings().for_image(1).reach == 0
+    grey = panned(12, 24, 32, 1).mean(1, keepdim=True).expand(12, 3, 24, 32)
+    write_frames(tmp_path / "grey", grey)
+    write_frames(tmp_path / "colour", panned(12, 24, 32, 1))
+    quick = DenoiseSettings(iters=1, group=8)
+    report = jobs.denoise(jobs.DenoiseRequest((tmp_path / "grey", tmp_path / "colour"), sigma=10, settings=quick))
+    assert [(e["grey"], e["reach"]) for e in report["results"]] == [(True, 9), (False, 4)]
+
+
 def write_frames(folder: Path, video: torch.Tensor) -> list[str]:
     folder.mkdir()
     names = [f"frame_{k:03d}.png" for k in range(video.shape[0])]

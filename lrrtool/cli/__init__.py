@@ -89,7 +89,9 @@ WidthOpt = Annotated[int | None, typer.Option("--width", metavar="N", help="Fact
 ReachOpt = Annotated[
     int | None,
     typer.Option(
-        "--reach", metavar="N", help="A clip's frames searched before and after each (default: denoise 4, inpaint 2)."
+        "--reach",
+        metavar="N",
+        help="A clip's frames searched before and after each (default: denoise 4, grey 9; inpaint 2).",
     ),
 ]
 FactorsOpt = Annotated[int | None, typer.Option("--factors", metavar="N", help="Factors I (--method dlrl).")]
@@ -340,7 +342,8 @@ def denoise(
 
     A clip (a video file, or a folder of frames) is denoised with groups of 64 searched in
     a 15x15 window in each frame and a 7x7 one in the --reach (4) frames before and after
-    it, 6 steps; a video gives NAME.denoised.mp4 (same size, rate, frames and audio), a
+    it (a grey clip: groups of 96, a 5x5 window in 9 frames each way), centred where the
+    camera's motion takes the patch, 6 steps; a video gives NAME.denoised.mp4 (same size, rate, frames and audio), a
     folder a folder of PNG frames with the same names.
     """
     with user_errors():

@@ -169,6 +169,12 @@ def is_grey(chunk: Tensor) -> bool:
     return chunk.shape[1] == 3 and bool((chunk[:, :1] == chunk[:, 1:]).all())
 
 
+def first_frame_grey(path: Path) -> bool:
+    """Whether the clip at ``path`` (a video or a folder of frames) is grey, as the solve
+    decides it: on its first frame (the first chunk's, read once more)."""
+    return is_grey(_first(media.read_video_chunks(path, chunk_frames=1, raw=True))[0])
+
+
 def solve_frames(
     plan: ClipPlan,
     solve: Solve,
