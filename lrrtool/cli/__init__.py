@@ -163,7 +163,7 @@ def inpaint(
     for. The fill starts from the biharmonic interpolant (or, for wide holes in
     structured images, a global rank-r completion: --start) and is refined by a
     low-rank prior on groups of similar 5x5 patches (6x6 and a stronger threshold where
-    the mask is holes rather than scattered pixels and the start biharmonic; penalty
+    the mask is holes rather than scattered pixels and the start not a low-rank one; penalty
     --reg, default lnn: the WNNM weighting; a series prefix such as laguerre- is used by
     every solver). Colour
     channels share one low-rank structure (--model global treats them separately).

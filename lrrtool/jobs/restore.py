@@ -172,7 +172,16 @@ def is_grey(chunk: Tensor) -> bool:
 def first_frame_grey(path: Path) -> bool:
     """Whether the clip at ``path`` (a video or a folder of frames) is grey, as the solve
     decides it: on its first frame (the first chunk's, read once more)."""
-    return is_grey(_first(media.read_video_chunks(path, chunk_frames=1, raw=True))[0])
+    return is_grey(_first_chunk(path, chunk_frames=1))
+
+
+def _first_chunk(path: Path, *, chunk_frames: int, lookahead: int = 0) -> Tensor:
+    """The clip's first chunk of raw frames ``(T, C, H, W)``, the reader closed;
+    ``LRRError`` when it has no frame."""
+    try:
+        return _first(media.read_video_chunks(path, chunk_frames=chunk_frames, raw=True, lookahead=lookahead))[0]
+    except StopIteration:
+        raise LRRError(f"{path}: no frames to read") from None
 
 
 def solve_frames(
@@ -390,10 +399,7 @@ def restore_segments(
         per_slot = -(-plan.count // (slots * plan.chunk))
         plan = replace(plan, chunk=-(-plan.count // (slots * per_slot)))
         length = per_slot * plan.chunk
-    try:  # the first chunk, as the run in one process with these chunks reads it
-        head = _first(media.read_video_chunks(path, chunk_frames=plan.chunk, raw=True, lookahead=plan.reach))[0]
-    except StopIteration:
-        raise LRRError(f"{path}: no frames to read") from None
+    head = _first_chunk(path, chunk_frames=plan.chunk, lookahead=plan.reach)  # as the run in one process reads it
     grey = is_grey(head)
     if prepare is not None:
         prepare((head[:1, :1] if grey else head[:1]).to(place.device).to(place.dtype).div_(255))

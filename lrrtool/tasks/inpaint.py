@@ -281,7 +281,7 @@ def inpaint(
         raise LRRError("the mask marks every pixel as missing: nothing is observed to fill from")
     if not bool(torch.isfinite(image.masked_fill(fill[:, None] if video else fill, 0)).all()):
         raise LRRError("the image holds NaN/Inf values")
-    # Holes get their own settings (see ``hole_defaults``) when the start is biharmonic.
+    # Holes get their own settings (see ``hole_defaults``) when the start is a smooth fill, not a low-rank one.
     hole_s = None
     if not video and s.solver == "threshold" and s.model == "patches" and has_holes(fill):
         hole_s = settings.with_defaults(settings.hole_defaults).resolved()

@@ -466,7 +466,7 @@ def start_by_region(
         wide = wide and int(wide_hole(own, WIDE_HOLE_RADIUS).sum()) >= WIDE_FRACTION * int(own.sum())
         if wide or max(size) <= PIECE:
             grow = (CONTEXT * size[0], CONTEXT * size[1]) if wide else (REGION_MARGIN, REGION_MARGIN)
-            pieces.append(((rows, cols), own, _grown(rows, cols, grow, H, W), wide))
+            pieces.append(((rows, cols), own, grown_box(rows, cols, grow, H, W), wide))
             continue
         for top in range(0, size[0], PIECE):
             for left in range(0, size[1], PIECE):
@@ -474,7 +474,7 @@ def start_by_region(
                 if bool(part.any()):
                     square = (slice(rows.start + top, rows.start + top + part.shape[0]),
                               slice(cols.start + left, cols.start + left + part.shape[1]))  # fmt: skip
-                    pieces.append((square, part, _grown(*square, (OVERLAP, OVERLAP), H, W), False))
+                    pieces.append((square, part, grown_box(*square, (OVERLAP, OVERLAP), H, W), False))
 
     def solve(piece) -> tuple[Tensor, dict[str, object]]:
         (rows, cols), own, crop, wide = piece
@@ -505,7 +505,8 @@ def start_by_region(
     return out, result
 
 
-def _grown(rows: slice, cols: slice, grow: tuple[int, int], height: int, width: int) -> tuple[slice, slice]:
+def grown_box(rows: slice, cols: slice, grow: tuple[int, int], height: int, width: int) -> tuple[slice, slice]:
+    """The box ``rows``, ``cols`` grown by ``grow`` (rows, columns) each way, clipped to ``height x width``."""
     return (
         slice(max(rows.start - grow[0], 0), min(rows.stop + grow[0], height)),
         slice(max(cols.start - grow[1], 0), min(cols.stop + grow[1], width)),
