@@ -197,15 +197,15 @@ def test_a_video_that_ffmpeg_cannot_finish_is_an_error_and_leaves_nothing(files,
     in the pipe). The run must fail with one line, and no output may be left as if
     complete. (Checked by hand on a 100 KiB tmpfs too: "foreground.mp4: cannot write (the
     disk is full; the file came out incomplete and was removed)".)"""
-    import imageio.v2 as imageio
+    import imageio_ffmpeg
 
-    real_get_writer = imageio.get_writer
+    real_write_frames = imageio_ffmpeg.write_frames
 
-    def stopping_get_writer(path, *args, **kwargs):
+    def stopping_write_frames(path, *args, **kwargs):
         kwargs["output_params"] = [*kwargs.get("output_params", []), *options]
-        return real_get_writer(path, *args, **kwargs)
+        return real_write_frames(path, *args, **kwargs)
 
-    monkeypatch.setattr(imageio, "get_writer", stopping_get_writer)
+    monkeypatch.setattr(imageio_ffmpeg, "write_frames", stopping_write_frames)
     noise = files / "noise"  # 80 frames at 25 fps: 3.2 s
     noise.mkdir()
     g = np.random.default_rng(0)

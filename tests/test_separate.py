@@ -273,13 +273,14 @@ def test_warm_up_chunks_carry_what_they_would_and_are_not_yielded():
         assert torch.equal(mine.mask, theirs.mask) and torch.equal(mine.background, theirs.background)
 
 
-def test_foreground_view_in_integers_matches_the_float_rule():
+def test_foreground_layer_is_the_frames_under_the_mask_and_black_elsewhere():
     video, _, _ = planted_clip(frames=20)
     part = run(video, work_pixels=32 * 24)
-    expected = ((video.float() - part.background.float()).abs() * 4).clamp(max=255)
-    assert part.foreground_view().dtype == torch.uint8
-    assert (part.foreground_view().float() - expected).abs().max() <= 3  # saturates at 252
-    torch.testing.assert_close(part.foreground(), video.float() / 255 - part.background.float() / 255)
+    layer = part.foreground_layer(3, 9)
+    assert layer.dtype == torch.uint8 and layer.shape == video[3:9].shape
+    inside = part.mask[3:9, None].expand_as(layer)
+    assert torch.equal(layer[inside], video[3:9][inside]) and not layer[~inside].any()
+    assert inside.any() and (~inside).any()
 
 
 def test_lifted_chunk_makes_its_background_on_demand_batch_by_batch():

@@ -273,11 +273,11 @@ def separate(
     weights are robust PCA's: |S|_1 / sqrt(max(D, T)) against R(L) (D values per frame,
     T frames); --lam scales that for --solver threshold and is the weight of R for
     --solver adam. Colour: all channels of a frame form one column. Writes
-    background.mp4, foreground.mp4 (|V - X|, brightened 4x) and mask.mp4 (white =
-    foreground: the residual, maxed over channels, above 4 robust standard deviations
-    (1.4826 x its median, per frame and region), grown into neighbours above 2.5 of them:
-    hysteresis, as in Canny). Warns when the background is not one still scene (a moving
-    camera, a scene cut).
+    background.mp4, foreground.mp4 (the moving objects: the frames' pixels under the
+    mask, black elsewhere) and mask.mp4 (white = foreground: the residual, maxed over
+    channels, above 4 robust standard deviations (1.4826 x its median, per frame and
+    region), grown into neighbours above 2.5 of them: hysteresis, as in Canny). Warns
+    when the background is not one still scene (a moving camera, a scene cut).
     """
     with user_errors():
         settings = SeparateSettings(

@@ -70,7 +70,7 @@ def separate_video(
     task: str | None = None,
 ) -> dict[str, object]:
     """Separate ``video`` (a file or a folder of frames) into ``folder``/background.mp4,
-    foreground.mp4 (``|V - X|`` brightened 4x) and mask.mp4 (those named in ``outputs``;
+    foreground.mp4 (the frames' pixels where the mask is set, black elsewhere) and mask.mp4 (those named in ``outputs``;
     PNG frames too with ``frames``), streamed in chunks sized to ``memory_gib``: decode a
     chunk, solve it (small and lifted when the frames are larger than
     ``settings.work_pixels``), encode it. ``warmup`` frames before ``start`` are solved
@@ -415,13 +415,11 @@ def write_chunk(part, writers: dict[str, media.VideoWriter], png_folder: Path | 
     for begin in range(0, part.mask.shape[0], MASK_BATCH):
         end = begin + MASK_BATCH
         mask = part.mask[begin:end, None]
-        background = None
-        if writers.keys() & {"background", "foreground"} or png_folder:
-            background = part.background_frames(begin, end)
+        background = part.background_frames(begin, end) if "background" in writers or png_folder else None
         if "background" in writers:
             writers["background"].append(background)
         if "foreground" in writers:
-            writers["foreground"].append(part.foreground_view(begin, end, background=background))
+            writers["foreground"].append(part.foreground_layer(begin, end))
         if "mask" in writers:
             writers["mask"].append(mask.to(torch.uint8) * 255)
         if png_folder is not None:
