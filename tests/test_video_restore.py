@@ -125,6 +125,22 @@ def test_a_frame_that_differs_around_the_hole_gives_it_nothing():
     assert details["shown_by_other_frames"] == 0.0 and details["unseen_start"] == "harmonic"
 
 
+def test_a_clips_holes_keep_the_start_and_scattered_pixels_are_refined():
+    """A hole in a clip keeps the temporal start (the steps measured no gain there, see
+    ``InpaintSettings.video_defaults``) unless steps are asked for; a scattered drop gets them."""
+    video = panned(6, 24, 32, 2)
+    hole = torch.zeros(24, 32, dtype=torch.bool)
+    hole[10:16, 8:20] = True
+    out, result = inpaint(video.masked_fill(hole, 0), hole)
+    fill = hole.expand(6, 24, 32)
+    start, _ = temporal_start(video.masked_fill(hole, 0), fill)
+    assert result.iterations == 0 and result.details["refined"] is False
+    assert torch.equal(out, start.clamp(0, 1).where(fill[:, None], video))
+    assert inpaint(video.masked_fill(hole, 0), hole, InpaintSettings(iters=1))[1].iterations == 1
+    drop = torch.rand(24, 32, generator=torch.Generator().manual_seed(0)) < 0.3
+    assert inpaint(video.masked_fill(drop, 0), drop, InpaintSettings(group=8))[1].iterations == 4
+
+
 def test_a_noisy_still_clip_denoises_better_than_its_frames_alone():
     frame = texture(40, 40, seed=3).mean(0, keepdim=True)
     video = frame.expand(8, 1, 40, 40)

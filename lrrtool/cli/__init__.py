@@ -172,8 +172,10 @@ def inpaint(
 
     A clip (a video file, or a folder of frames) is filled from what its other frames show
     (aligned to the camera's motion) where they agree with the frame around the hole, the
-    rest by the harmonic fill, then refined with patch groups searched --reach frames
-    each way; --mask is one image for every frame, or a folder or video of masks. A video
+    rest by the harmonic fill; scattered masks (drops, thin lines) are then refined with
+    patch groups searched --reach frames each way, holes only with --iters (the steps
+    measured no gain on them); --mask is one image for every frame, or a folder or video
+    of masks. A video
     gives NAME.inpainted.mp4 (same size, rate, frames and audio), a folder a folder of PNG
     frames with the same names.
     """

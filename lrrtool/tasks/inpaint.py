@@ -98,12 +98,18 @@ class InpaintSettings(TaskSettings):
     p_block: float | None = None
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
-    # The start already holds what the other frames show, and the harmonic fill the rest:
-    # the refinement's steps barely move it. Measured on bench/video.py's clips (caption +
-    # logo, 20 frames; missing-pixel PSNR / flicker): 8 steps vtest 24.21 / 3.31, vtest-pan
-    # 21.24 / 9.75, tree 21.11 / 5.17; 4 steps 24.21 / 3.31, 21.26 / 9.62, 21.12 / 5.22 at
-    # half the refinement's time (vtest 4.2 -> 2.0 s); 2 steps 24.22 / 3.31, 21.26 / 9.56,
-    # 21.13 / 5.26. The start alone: 24.22 / 3.30, 21.27 / 9.39, 21.13 / 5.44.
+    # The start already holds what the other frames show, and the harmonic fill the rest;
+    # the refinement's steps barely move it. Measured on bench/video.py's clips (20
+    # frames; missing-pixel PSNR, start alone -> after 4 steps; seconds in process):
+    # - caption + logo: vtest 24.22 -> 24.21 (0.8 -> 5.1 s), vtest-pan 21.27 -> 21.26,
+    #   tree 21.13 -> 21.12; flicker 3.30 / 9.39 / 5.44 -> 3.31 / 9.62 / 5.22;
+    # - 3-5 px scribbles: 26.41 -> 26.45, 32.08 -> 31.96, 21.41 -> 21.42, and on the pan
+    #   the steps raise flicker from 1.72 to 2.68;
+    # - a 50 % random drop: 29.07 -> 29.16 (1.0 -> 17.5 s), 31.26 -> 32.22; one drop mask
+    #   per frame: 33.19 -> 33.58, 29.66 -> 31.83; thin text (1-2 px): 28.14 -> 28.34,
+    #   38.23 -> 38.17, 23.30 -> 23.33.
+    # So a clip whose mask is mostly holes (``has_holes``) keeps the start unless
+    # ``iters`` is given, and scattered or thin masks get 4 steps (8 scored as 4).
     video_defaults: ClassVar[dict[str, object]] = {
         "reach": 2, "window": 8, "iters": 4, "regroup_every": 4, "start": "harmonic"
     }  # fmt: skip
@@ -262,6 +268,7 @@ def inpaint(
         ``solve_result.details["start"]`` says which start was used.
     """
     video = image.ndim == 4
+    iters_given = settings.iters is not None
     settings = settings.for_video() if video else settings
     s = settings.resolved()
     if image.ndim not in (3, 4):
@@ -293,12 +300,14 @@ def inpaint(
     shifts = frame_shifts(forward.observed, fill) if video else None
     if video and s.reach:
         options["temporal"] = camera_search(shifts, s.reach)
+    # A clip's holes keep the start (see ``video_defaults``) unless the user asks for steps.
+    start_only = video and not iters_given and has_holes(fill)
     tile = None
-    if s.model == "patches" and s.solver == "threshold":
+    if s.model == "patches" and s.solver == "threshold" and not start_only:
         tile = patch_tile(image, memory_gib, buffers=INPAINT_BUFFERS, select=fill, **options)
         if hole_s is not None:
             hole_tile = patch_tile(image, memory_gib, buffers=INPAINT_BUFFERS, select=fill, **_patch_options(hole_s))
-    elif s.model == "patches":
+    elif s.model == "patches" and s.solver != "threshold":
         check_whole_groups(image, memory_gib, solver=s.solver, select=fill, **options)
     began = time.perf_counter()
 
@@ -316,6 +325,10 @@ def inpaint(
             ranks=s.start_ranks, margin_db=s.start_margin, progress=started,
         )  # fmt: skip
     start_seconds = time.perf_counter() - began
+    if start_only:
+        details["phase_seconds"] = {"start": round(start_seconds, 3), "refine": 0.0}
+        details["refined"] = False
+        return forward.project(start.clamp(0, 1)), SolveResult(0, "change", 0.0, True, start_seconds, details=details)
     holes = hole_s is not None and details["start"] in SMOOTH_FILLS
     if holes:
         s, options, tile = hole_s, _patch_options(hole_s), hole_tile
@@ -365,8 +378,8 @@ HOLE_FRACTION = 0.1
 
 
 def has_holes(fill: Tensor) -> bool:
-    """Whether the mask ``fill`` ``(H, W)`` is mostly holes rather than scattered pixels
-    (:data:`HOLE_FRACTION`)."""
+    """Whether the mask ``fill`` ``(H, W)``, or a clip's ``(T, H, W)``, is mostly holes
+    rather than scattered pixels (:data:`HOLE_FRACTION`)."""
     return int(wide_hole(fill, 1).sum()) >= HOLE_FRACTION * int(fill.sum())
 
 

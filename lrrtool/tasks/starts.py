@@ -253,12 +253,14 @@ def low_rank_fills(
 
 
 def dilate(mask: Tensor, radius: int) -> Tensor:
-    """Pixels with a True pixel of ``mask`` ``(H, W)`` in the ``(2 radius + 1)``-square around them."""
-    return F.max_pool2d(mask.to(torch.float32)[None, None], 2 * radius + 1, 1, radius)[0, 0] > 0
+    """Pixels with a True pixel of ``mask`` ``(..., H, W)`` in the ``(2 radius + 1)``-square
+    around them (in their own frame)."""
+    flat = mask.to(torch.float32).reshape(-1, 1, *mask.shape[-2:])
+    return (F.max_pool2d(flat, 2 * radius + 1, 1, radius) > 0).reshape(mask.shape)
 
 
 def wide_hole(fill: Tensor, radius: int) -> Tensor:
-    """Pixels of ``fill`` ``(H, W)`` with no observed pixel in the ``(2 radius + 1)``-square around them."""
+    """Pixels of ``fill`` ``(..., H, W)`` with no observed pixel in the ``(2 radius + 1)``-square around them."""
     return ~dilate(~fill, radius)
 
 

@@ -160,7 +160,7 @@ def temporal_start(
             got = todo & ~source[0].isnan()
             if not bool(got.any()):
                 continue
-            got &= _agrees(aligned[t], aligned[s_])[inner]
+            got &= _agreement_near(aligned[t], aligned[s_], got, inner)
             patch = torch.where(got, source, patch)
             todo &= ~got
             if not bool(todo.any()):
@@ -220,6 +220,22 @@ def _agrees(frame: Tensor, other: Tensor) -> Tensor:
     shared = box(both.to(frame.dtype))
     mean = box(difference.nan_to_num(0)) / shared.clamp_min(1e-12)
     return (shared > 1e-6) & (mean < AGREE_LEVEL)
+
+
+def _agreement_near(frame: Tensor, other: Tensor, wanted: Tensor, inner: tuple[slice, slice]) -> Tensor:
+    """:func:`_agrees` of ``frame`` and ``other`` ``(C, h, w)`` at the pixels of ``inner``
+    (their part of the frames), bool like ``wanted`` ``(h', w')``, computed only on the
+    box of ``wanted`` grown by half the square: the same values as on the whole frames (a
+    pixel's square lies in that box), where a pan reveals a few columns a frame."""
+    r, c = _box(wanted)
+    rows = slice(r.start + inner[0].start, r.stop + inner[0].start)  # in the frames
+    cols = slice(c.start + inner[1].start, c.stop + inner[1].start)
+    near_rows, near_cols = grown_box(rows, cols, (AGREE_SIDE // 2, AGREE_SIDE // 2), *frame.shape[-2:])
+    agree = _agrees(frame[:, near_rows, near_cols], other[:, near_rows, near_cols])
+    out = torch.zeros_like(wanted)
+    out[r, c] = agree[rows.start - near_rows.start : rows.stop - near_rows.start,
+                      cols.start - near_cols.start : cols.stop - near_cols.start]  # fmt: skip
+    return out
 
 
 def _box(mask: Tensor) -> tuple[slice, slice]:
