@@ -1,7 +1,7 @@
 """Inpainting quality and time: lrrtool against biharmonic and OpenCV, in one run.
 
 Run: ``python bench/inpaint.py [--device cpu|cuda] [--images 1-9] [--variants] [--photos] [--presets]
-[--threads N]``.
+[--threads N] [--processes]``.
 
 - TNNR benchmark (``../shared/data/tnnr-benchmark``, images 1-9, 300x300 RGB): random
   20 % / 50 % drop (seeded per image), the ``square``, ``square_small`` and ``text`` masks.
@@ -16,6 +16,9 @@ Run: ``python bench/inpaint.py [--device cpu|cuda] [--images 1-9] [--variants] [
   >= +0.5 dB on drops and >= +0.2 dB on scribbles.
 - ``--threads N`` (default 0, every core: lrrtool's default): lrrtool's workers, each with one torch
   thread, and a 2 GiB budget (``--memory-gib``'s default).
+- ``--processes``: instead of the above, the ``--photos`` cases as a user runs them: the
+  whole ``python -m lrrtool inpaint`` process against ``bench/peer_biharmonic.py`` (a
+  script that reads the PNG, fills it by biharmonic and writes it) on the same files.
 - ``--dlrl``: instead of the above, ``--method dlrl`` (the DLRL paper's network) on 40 %
   random drop and the text mask, with the default and biharmonic, next to the DLRL
   paper's Table II row (missing-pixel PSNR, on its own six images: 23.68-29.79 dB).
@@ -138,6 +141,48 @@ def goal_table(table: dict) -> None:
         print(f"| {case} | " + " | ".join(cells) + " |")
 
 
+def process_table(cases: dict, threads: int) -> None:
+    """Each case as a user runs it: ``python -m lrrtool inpaint IMAGE --mask MASK`` (its
+    defaults; ``--threads`` when given) against ``bench/peer_biharmonic.py`` on the same
+    PNG files, both timed as whole processes; missing-pixel PSNR of the written files."""
+    import subprocess
+    import sys
+    import tempfile
+
+    print("\n## Whole processes: lrrtool against a scikit-image biharmonic script on the same PNG files\n")
+    print("Seconds per image (mean), Python's start, imports, reading and writing included; missing-pixel PSNR")
+    print("of the 8-bit files written.\n")
+    print("| case | lrrtool s | biharmonic s | ratio | lrrtool dB | biharmonic dB |")
+    print("|---|---|---|---|---|---|")
+    peer = Path(__file__).with_name("peer_biharmonic.py")
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        for case, items in cases.items():
+            seconds, scores = {"lrrtool": 0.0, "biharmonic": 0.0}, {"lrrtool": [], "biharmonic": []}
+            for k, (image, fill) in enumerate(items):
+                source, mask = work / f"{case}-{k}.png", work / f"{case}-{k}-mask.png"
+                write_image(source, image)
+                write_image(mask, fill.float()[None])
+                commands = {
+                    "lrrtool": [sys.executable, "-m", "lrrtool", "inpaint", str(source), "--mask", str(mask), "-q"]
+                    + (["--threads", str(threads)] if threads else []) + ["-o"],
+                    "biharmonic": [sys.executable, str(peer), str(source), str(mask)],
+                }  # fmt: skip
+                for name, command in commands.items():
+                    target = work / f"{case}-{k}-{name}.png"
+                    started = time.perf_counter()
+                    subprocess.run([*command, str(target)], check=True, cwd=ROOT)
+                    seconds[name] += time.perf_counter() - started
+                    scores[name].append(psnr(read_image(target), read_image(source), fill))
+            n = len(items)
+            print(
+                f"| {case} | {seconds['lrrtool'] / n:.2f} | {seconds['biharmonic'] / n:.2f} | "
+                f"{seconds['lrrtool'] / seconds['biharmonic']:.1f} | {np.mean(scores['lrrtool']):.2f} | "
+                f"{np.mean(scores['biharmonic']):.2f} |",
+                flush=True,
+            )
+
+
 def tnnr_cases(images: list[int]) -> dict:
     loaded = [read_image(TNNR / "images" / f"{i}.jpg") for i in images]
     cases: dict = {
@@ -225,6 +270,7 @@ def main() -> None:
     parser.add_argument("--dlrl", action="store_true")
     parser.add_argument("--presets", action="store_true")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--processes", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     workers.set_workers(args.threads or workers.cpu_count())
@@ -233,6 +279,9 @@ def main() -> None:
         return
     if args.dlrl:
         dlrl_table(args.device, parse_images(args.images))
+        return
+    if args.processes:
+        process_table(photo_cases(), args.threads)
         return
     methods: dict[str, Method] = {"lrrtool (default)": lrrtool_method(args.device)}
     if args.presets:

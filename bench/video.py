@@ -18,8 +18,8 @@ camera moving 2 pixels a frame to the right: a 320x240 window sliding over the f
   frame). lrrtool: ``python -m lrrtool inpaint FRAMES/ --mask MASK``. Peers per frame:
   OpenCV Navier-Stokes and Telea (radius 3) and scikit-image's biharmonic, timed in this
   process on frames in memory; biharmonic also as a whole process that reads the folder
-  of frames and writes the filled frames as lrrtool does (``--peer-process``: what a user
-  of scikit-image runs, Python's start and imports included). PSNR over the
+  of frames and writes the filled frames as lrrtool does (``bench/peer_biharmonic.py``:
+  what a user of scikit-image runs, Python's start and imports included). PSNR over the
   hidden pixels; flicker: the mean over hidden pixels and frame pairs of
   ``|(out[t+1] - out[t]) - (truth[t+1] - truth[t])|`` (0-255 units; a fill that moves as
   the scene does scores 0).
@@ -138,21 +138,10 @@ def denoise_rows(names: list[str], count: int, threads: int | None, work: Path) 
         )
 
 
-def biharmonic_folder(folder: Path, mask_path: Path, out: Path) -> None:
-    """What a user of the peer runs: read a folder of frames and the mask, fill every frame
-    by scikit-image's biharmonic inpainting, write the frames (``--peer-process``)."""
-    from skimage.restoration import inpaint_biharmonic
-
-    mask = np.asarray(Image.open(mask_path).convert("L")) > 127
-    out.mkdir(parents=True, exist_ok=True)
-    for path in sorted(folder.glob("*.png")):
-        filled = inpaint_biharmonic(np.asarray(Image.open(path).convert("RGB")), mask, channel_axis=-1)
-        Image.fromarray(np.clip(np.round(filled * 255), 0, 255).astype(np.uint8)).save(out / path.name)
-
-
 def peer_process_seconds(folder: Path, mask_path: Path, out: Path) -> float:
-    """Seconds of one whole process running :func:`biharmonic_folder`."""
-    command = [sys.executable, __file__, "--peer-process", str(folder), str(mask_path), str(out)]
+    """Seconds of one whole process filling the folder by biharmonic (``peer_biharmonic.py``)."""
+    script = Path(__file__).with_name("peer_biharmonic.py")
+    command = [sys.executable, str(script), str(folder), str(mask_path), str(out)]
     started = time.perf_counter()
     subprocess.run(command, check=True)
     return time.perf_counter() - started
@@ -222,11 +211,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--only", choices=("denoise", "inpaint"))
     parser.add_argument("--threads", type=int, default=None, help="lrrtool's --threads (default: its own)")
-    parser.add_argument("--peer-process", nargs=3, type=Path, metavar=("FRAMES", "MASK", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.peer_process:
-        biharmonic_folder(*args.peer_process)
-        return
     import torch
 
     print(f"# bench/video.py --frames {args.frames}")
