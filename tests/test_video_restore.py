@@ -174,6 +174,27 @@ def test_a_grey_clip_is_searched_in_more_frames_than_a_colour_one(tmp_path):
     assert [(e["grey"], e["reach"]) for e in report["results"]] == [(True, 9), (False, 4)]
 
 
+def test_a_clip_that_opens_on_black_keeps_its_colour_after_it(tmp_path, monkeypatch):
+    """Grey is decided per chunk: a colour clip whose first chunk is black frames (a fade
+    in) is solved grey there and in colour after it, and written in colour throughout; the
+    settings follow the first frame with detail. It came out grey before (the first chunk
+    decided for the clip)."""
+    from lrrtool.tasks import budget
+
+    monkeypatch.setattr(budget, "MAX_CHUNK_FRAMES", 3)
+    colour = panned(15, 24, 32, 1)
+    colour[:12] = 0  # black frames (equal channels): the first chunk and its 9 frames of look-ahead
+    write_frames(tmp_path / "fade", colour)
+    quick = DenoiseSettings(iters=1, group=8)
+    entry = jobs.denoise(jobs.DenoiseRequest((tmp_path / "fade",), sigma=5, settings=quick))["results"][0]
+    assert (entry["grey"], entry["reach"], len(entry["chunks"])) == (False, 4, 5)
+    out = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "fade.denoised").iterdir())]
+    assert all(frame.ndim == 3 for frame in out)
+    truth = (colour[14].permute(1, 2, 0) * 255).numpy()
+    assert np.abs(out[14].astype(float) - truth).mean() < 6  # colour, not one channel of it
+    assert np.ptp(out[14].astype(float), axis=2).mean() > 20
+
+
 def write_frames(folder: Path, video: torch.Tensor) -> list[str]:
     folder.mkdir()
     names = [f"frame_{k:03d}.png" for k in range(video.shape[0])]

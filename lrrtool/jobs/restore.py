@@ -14,6 +14,11 @@ its frames are those of the run in one process with chunks as long (:class:`Segm
 A video comes back as a video of the same size, rate and frame count with the input's
 audio and subtitles (:func:`lrrtool.jobs.videos.carry_streams`); a folder as a folder of
 lossless PNG frames named as the input's.
+
+Grey or colour is decided per chunk: a chunk whose frames (with the frames around it)
+have three equal channels is solved as one channel, a third of the work, and written
+back as three (a folder of grey image files as grey PNGs), so a clip that opens on black
+frames or a grey title keeps its colour after them.
 """
 
 from __future__ import annotations
@@ -54,7 +59,9 @@ Masks = Callable[[tuple[int, int, int], int, int, int, int | None], Tensor | Ite
 class ClipPlan:
     """How a clip at ``path`` is streamed: its frames' ``shape`` ``(C, H, W)``, the frame
     ``count`` the probe says (None: unknown), ``chunk`` frames solved at once with ``reach``
-    frames each way, a folder's frame file ``names``, and ``warnings`` for the report."""
+    frames each way, a folder's frame file ``names``, ``grey_files``: a folder of grey
+    image files (its first frame's), whose grey frames are written grey, and ``warnings``
+    for the report."""
 
     path: Path
     shape: tuple[int, int, int]
@@ -63,6 +70,7 @@ class ClipPlan:
     reach: int
     names: tuple[str, ...]
     warnings: tuple[str, ...]
+    grey_files: bool = False
 
     @property
     def folder(self) -> bool:
@@ -85,11 +93,13 @@ def plan_clip(path: Path, *, reach: int, buffers: int, memory_gib: float | None)
             f"reach lowered from {reach} to {held} (memory_gib {need:.1f} keeps {reach})"
         )
     files = media.frame_files(path) if path.is_dir() else []
-    if files and (carried := media.read_image_info(files[0])[1].carried()):
+    first = media.read_image_info(files[0])[1] if files else None
+    if first is not None and (carried := first.carried()):
         warnings.append(
             f"the frames' {', '.join(sorted(carried))} not kept: a folder's frames are read as 8-bit pixels"
         )
-    return ClipPlan(path, shape, count, chunk, held, tuple(f.name for f in files), tuple(warnings))
+    grey_files = first is not None and not first.colour
+    return ClipPlan(path, shape, count, chunk, held, tuple(f.name for f in files), tuple(warnings), grey_files)
 
 
 class FrameFolder:
@@ -155,8 +165,8 @@ def write_frames(folder: Path, names: tuple[str, ...], first: int, frames: Tenso
 
 @dataclass
 class Solved:
-    """What :func:`solve_frames` did: ``frames`` written, the clip's ``fps``, whether it was
-    solved ``grey``, and one report entry per chunk."""
+    """What :func:`solve_frames` did: ``frames`` written, the clip's ``fps``, whether every
+    chunk was solved ``grey``, and one report entry per chunk."""
 
     frames: int
     fps: float
@@ -169,10 +179,18 @@ def is_grey(chunk: Tensor) -> bool:
     return chunk.shape[1] == 3 and bool((chunk[:, :1] == chunk[:, 1:]).all())
 
 
-def first_frame_grey(path: Path) -> bool:
-    """Whether the clip at ``path`` (a video or a folder of frames) is grey, as the solve
-    decides it: on its first frame (the first chunk's, read once more)."""
-    return is_grey(_first_chunk(path, chunk_frames=1))
+#: Frames read from a clip's start to tell whether it looks grey (:func:`looks_grey`).
+GREY_PROBE_FRAMES = 25
+
+
+def looks_grey(path: Path) -> bool:
+    """Whether the clip at ``path`` looks grey: its first frame with any detail (of the
+    first ``GREY_PROBE_FRAMES``; black or flat frames say nothing) has three equal
+    channels. Chooses a grey clip's settings; each chunk is still solved grey or colour
+    as its own frames are (see the module)."""
+    head = _first_chunk(path, chunk_frames=GREY_PROBE_FRAMES)
+    detailed = [frame for frame in head if frame.amax() > frame.amin()]
+    return bool(detailed) and is_grey(detailed[0][None])
 
 
 def _first_chunk(path: Path, *, chunk_frames: int, lookahead: int = 0) -> Tensor:
@@ -193,23 +211,20 @@ def solve_frames(
     masks: Masks | None = None,
     first: int = 0,
     frames: int | None = None,
-    grey: bool | None = None,
     callback: Callback | None = None,
 ) -> Solved:
     """Solve the clip's frames from ``first`` (``frames`` of them; None: to the end) chunk
     by chunk with ``solve``, appending each chunk's own frames to the writer that
     ``open_writer(fps)`` gives at the first chunk. A start after frame 0 reads the ``reach``
-    frames before it as context. ``grey``: solve the frames grey (None: when the first
-    chunk is). ``callback`` hears the frames done (phase ``frames``)."""
+    frames before it as context. A chunk whose frames, with those around it, are grey is
+    solved grey and written as three channels (as one for :attr:`ClipPlan.grey_files`).
+    ``callback`` hears the frames done (phase ``frames``)."""
     reach = plan.reach
     back = min(reach, first)
-    if back and grey is None:
-        raise LRRError("a start after the first frame needs grey decided")
     behind, behind_mask = None, None
     if back:
         behind = _first(media.read_video_chunks(plan.path, chunk_frames=back, start=first - back, max_frames=back,
                                                 raw=True))[0]  # fmt: skip
-        behind = behind[:, :1] if grey else behind
         if masks is not None:
             context = masks(plan.shape, back, 0, first - back, back)
             behind_mask = None if isinstance(context, Tensor) else _first(context)
@@ -218,7 +233,7 @@ def solve_frames(
         plan.path, chunk_frames=plan.chunk, raw=True, lookahead=reach, start=first, max_frames=frames
     )
     total = plan.count if frames is None else frames
-    writer, done, fps, chunks = None, 0, 25.0, []
+    writer, done, fps, chunks, all_grey = None, 0, 25.0, [], True
 
     def steps(own: int) -> Callback:
         def report(step: Progress) -> None:
@@ -233,20 +248,19 @@ def solve_frames(
             own = min(plan.chunk, chunk.shape[0])
             mask = stream if stream is None or isinstance(stream, Tensor) else _next_mask(stream, chunk.shape[0],
                                                                                            plan.path)  # fmt: skip
-            if grey is None:
-                grey = is_grey(chunk)
-            if grey:
-                chunk = chunk[:, :1]
             lead = 0 if behind is None else behind.shape[0]
             volume = chunk if behind is None else torch.cat([behind, chunk])
             if behind_mask is not None:
                 mask = torch.cat([behind_mask, mask])
-            floats = volume.to(place.device).to(place.dtype).div_(255)
+            grey = is_grey(volume)
+            all_grey &= grey
+            floats = (volume[:, :1] if grey else volume).to(place.device).to(place.dtype).div_(255)
             restored, result = solve(floats, None if mask is None else mask.to(place.device), reach,
                                      trimming(steps(own)))  # fmt: skip
             if writer is None:
                 writer = open_writer(fps)
-            writer.append(restored[lead : lead + own])
+            own_frames = restored[lead : lead + own]
+            writer.append(own_frames if plan.grey_files else own_frames.expand(-1, volume.shape[1], -1, -1))
             chunks.append({"chunk": len(chunks) + 1, "frames": own, **solve_entry(result, result.seconds)})
             kept = slice(max(lead + own - reach, 0), lead + own)  # copies: a view would hold the chunk
             behind = volume[kept].clone() if reach else None
@@ -263,7 +277,7 @@ def solve_frames(
             stream.close()
     if writer is None:
         raise LRRError(f"{plan.path}: no frames to read" + (f" from frame {first}" if first else ""))
-    return Solved(done, fps, bool(grey), chunks)
+    return Solved(done, fps, all_grey, chunks)
 
 
 def _first(chunks: Iterator):
@@ -292,13 +306,12 @@ def restore_clip(
     masks: Masks | None = None,
     callback: Callback | None = None,
 ) -> dict[str, object]:
-    """Stream the clip at ``path`` through ``solve`` into ``target`` in this process (see
-    the module): chunks of :func:`chunk_plan` frames, each with the ``reach`` frames before
-    and after it (fewer where the budget holds fewer, said in the entry's ``warnings``);
-    ``masks`` gives each chunk's mask. ``callback`` hears the frames done (phase
-    ``frames``). A clip whose first chunk is grey (its channels equal) is solved and
-    written grey. Returns the report entry: frames, size, rate, time, chunks, audio, peak
-    memory."""
+    """Stream the clip at ``path`` through ``solve`` into ``target`` in this process
+    (see the module): chunks of :func:`chunk_plan` frames, each with the ``reach``
+    frames before and after it (fewer where the budget holds fewer, said in the entry's
+    ``warnings``); ``masks`` gives each chunk's mask. ``callback`` hears the frames done
+    (phase ``frames``). Grey chunks are solved grey (see the module). Returns the report
+    entry: frames, size, rate, time, chunks, audio, peak memory."""
     plan = plan_clip(path, reach=reach, buffers=buffers, memory_gib=place.memory_gib)
     started = time.perf_counter()
     opened = []
@@ -378,16 +391,16 @@ def restore_segments(
     prepare: Callable[[Tensor], None] | None = None,
     callback: Callback | None = None,
 ) -> dict[str, object]:
-    """:func:`restore_clip` split in time (see the module): the clip's frames shared over
-    ``segments``, each a whole number of chunks, solved as tasks into a scratch folder
-    beside ``target`` (a video's parts lossless, encoded once when joined, so a border is
-    no key frame; a folder's frames into one hidden folder), then joined and moved into
-    place. What the run in one process decides on its first chunk is decided here before
-    the tasks start: whether the clip is grey, and ``prepare(frames)`` (a level estimated
-    on the first frame: ``(1, C, H, W)`` float ``[0, 1]`` on ``place``'s device, grey when
-    the clip is). A failed segment fails the clip and leaves no output. ``callback`` hears the frames of each finished
-    segment (phase ``frames``). Returns :func:`restore_clip`'s entry plus ``segments``
-    (start and frames of each)."""
+    """:func:`restore_clip` split in time (see the module): the clip's frames shared
+    over ``segments``, each a whole number of chunks, solved as tasks into a scratch
+    folder beside ``target`` (a video's parts lossless, encoded once when joined, so a
+    border is no key frame; a folder's frames into one hidden folder), then joined and
+    moved into place. What the run in one process decides on its first chunk is decided
+    here before the tasks start: ``prepare(frames)`` (a level estimated on the first
+    frame: ``(1, C, H, W)`` float ``[0, 1]`` on ``place``'s device, grey when the first
+    chunk is). A failed segment fails the clip and leaves no output. ``callback`` hears
+    the frames of each finished segment (phase ``frames``). Returns
+    :func:`restore_clip`'s entry plus ``segments`` (start and frames of each)."""
     plan = plan_clip(path, reach=reach, buffers=buffers, memory_gib=place.memory_gib)
     if plan.count is None:
         raise LRRError(f"{path}: its frame count is unknown, so it cannot be split into segments")
@@ -400,9 +413,8 @@ def restore_segments(
         plan = replace(plan, chunk=-(-plan.count // (slots * per_slot)))
         length = per_slot * plan.chunk
     head = _first_chunk(path, chunk_frames=plan.chunk, lookahead=plan.reach)  # as the run in one process reads it
-    grey = is_grey(head)
     if prepare is not None:
-        prepare((head[:1, :1] if grey else head[:1]).to(place.device).to(place.dtype).div_(255))
+        prepare((head[:1, :1] if is_grey(head) else head[:1]).to(place.device).to(place.dtype).div_(255))
     del head
     starts = list(range(0, plan.count, length))
     spans = [(a, min(a + length, plan.count) - a) for a in starts]
@@ -410,7 +422,7 @@ def restore_segments(
     scratch = folder.scratch if folder else Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     parts = {scratch / f"part-{k:05d}.mp4": span for k, span in enumerate(spans)}
     work = functools.partial(
-        _segment, plan=plan, solve=solve, parts=parts, place=place, masks=masks, grey=grey, folder=folder,
+        _segment, plan=plan, solve=solve, parts=parts, place=place, masks=masks, folder=folder,
     )  # fmt: skip
     reports: dict[int, dict] = {}
     errors: dict[int, LRRError] = {}
@@ -433,7 +445,8 @@ def restore_segments(
             k = min(errors)
             first, count = spans[k]
             raise LRRError(f"segment {k + 1} (frames {first}-{first + count - 1}): {errors[k]}")
-        solved = Solved(sum(r["frames"] for r in reports.values()), reports[0]["fps"], grey, [])
+        frames, grey = sum(r["frames"] for r in reports.values()), all(r["grey"] for r in reports.values())
+        solved = Solved(frames, reports[0]["fps"], grey, [])
         for k in range(len(spans)):
             solved.chunks += [{**c, "chunk": len(solved.chunks) + 1, "segment": k + 1} for c in reports[k]["chunks"]]
         audio, notes = [], []
@@ -462,7 +475,7 @@ def restore_segments(
 
 
 def _segment(path: Path, part: Path, *, plan: ClipPlan, solve: Solve, parts: dict[Path, tuple[int, int]],
-             place: Placement, masks: Masks | None, grey: bool, folder: FrameFolder | None) -> dict:  # fmt: skip
+             place: Placement, masks: Masks | None, folder: FrameFolder | None) -> dict:  # fmt: skip
     """One segment of :func:`restore_segments` (a task): its frames into ``part`` (a
     lossless video), or into the frame folder's hidden folder."""
     first, count = parts[part]
@@ -476,9 +489,9 @@ def _segment(path: Path, part: Path, *, plan: ClipPlan, solve: Solve, parts: dic
         writers.append(writer)
         return writer
 
-    solved = solve_frames(plan, solve, open_writer, place=place, masks=masks, first=first, frames=count, grey=grey)
+    solved = solve_frames(plan, solve, open_writer, place=place, masks=masks, first=first, frames=count)
     writers[0].finish()
     if folder is None:
         writers[0].commit()
-    return {"frames": solved.frames, "fps": solved.fps, "chunks": solved.chunks,
+    return {"frames": solved.frames, "fps": solved.fps, "chunks": solved.chunks, "grey": solved.grey,
             "peak_memory_gib": peak_memory_gib(place.device)}  # fmt: skip
