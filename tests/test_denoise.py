@@ -13,7 +13,7 @@ from lrrtool import media
 from lrrtool.cli import app
 from lrrtool.metrics import psnr
 from lrrtool.patches import PatchGroups
-from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_sigma, remaining_noise
+from lrrtool.tasks.denoise import DenoiseSettings, denoise, estimate_clip_sigma, estimate_sigma, remaining_noise
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 runner = CliRunner()
@@ -60,6 +60,18 @@ def test_real_sample_improves_in_grey_and_colour(photo, grey):
     assert out.shape == clean.shape and result.iterations == DenoiseSettings().resolved().iters
     assert psnr(out, clean) > psnr(noisy.clamp(0, 1), clean) + 5
     assert abs(estimate_sigma(noisy) * 255 - 25) < 6
+
+
+def test_a_clips_noise_is_estimated_past_its_black_frames(photo):
+    """A clip that opens on black frames (noise clipped away) is estimated on its other
+    frames: its first frame alone says almost no noise."""
+    g = torch.Generator().manual_seed(0)
+    frames = photo[None].expand(6, -1, -1, -1).clone()
+    frames[:4] = 0
+    noisy = (frames + torch.randn(frames.shape, generator=g) * 20 / 255).clamp(0, 1)
+    on_the_photo = estimate_sigma(noisy[5])
+    assert estimate_sigma(noisy[0]) < 0.7 * on_the_photo
+    assert estimate_clip_sigma(noisy) == pytest.approx(on_the_photo, rel=0.05)
 
 
 def test_cli_colour_with_reference_and_auto_sigma(tmp_path, photo):

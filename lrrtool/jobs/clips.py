@@ -15,7 +15,7 @@ from lrrtool.errors import LRRError
 from lrrtool.jobs.images import Placement
 from lrrtool.jobs.restore import Segments, looks_grey, restore_clip, restore_segments
 from lrrtool.solvers import Callback, SolveResult
-from lrrtool.tasks.denoise import DENOISE_BUFFERS, DenoiseSettings, denoise, estimate_sigma
+from lrrtool.tasks.denoise import DENOISE_BUFFERS, DenoiseSettings, denoise, estimate_clip_sigma
 from lrrtool.tasks.inpaint import INPAINT_BUFFERS, InpaintSettings, inpaint
 
 
@@ -49,16 +49,17 @@ def denoise_clip(
     callback: Callback | None = None,
     segments: Segments | None = None,
 ) -> dict[str, object]:
-    """Denoise the clip at ``path`` (``sigma`` in ``[0, 1]`` units; None: estimated on the
-    first frame) into ``target``: each chunk by :func:`lrrtool.tasks.denoise.denoise` on the
-    chunk as a video, its groups searched ``reach`` frames each way; with ``segments``, in
-    segments (:func:`lrrtool.jobs.restore.restore_segments`)."""
+    """Denoise the clip at ``path`` (``sigma`` in ``[0, 1]`` units; None: estimated on
+    the first chunk, :func:`lrrtool.tasks.denoise.estimate_clip_sigma`) into ``target``:
+    each chunk by :func:`lrrtool.tasks.denoise.denoise` on the chunk as a video, its
+    groups searched ``reach`` frames each way; with ``segments``, in segments
+    (:func:`lrrtool.jobs.restore.restore_segments`)."""
     reach = settings.for_video(grey=looks_grey(path)).resolved().reach
     level: list[float] = [] if sigma is None else [sigma]
 
     def estimate(frames: Tensor) -> None:
         if not level:
-            level.append(estimate_sigma(frames[0]))
+            level.append(estimate_clip_sigma(frames))
 
     def solve(frames: Tensor, _: Tensor | None, reach: int, steps: Callback) -> tuple[Tensor, SolveResult]:
         estimate(frames)

@@ -397,10 +397,10 @@ def restore_segments(
     border is no key frame; a folder's frames into one hidden folder), then joined and
     moved into place. What the run in one process decides on its first chunk is decided
     here before the tasks start: ``prepare(frames)`` (a level estimated on the first
-    frame: ``(1, C, H, W)`` float ``[0, 1]`` on ``place``'s device, grey when the first
-    chunk is). A failed segment fails the clip and leaves no output. ``callback`` hears
-    the frames of each finished segment (phase ``frames``). Returns
-    :func:`restore_clip`'s entry plus ``segments`` (start and frames of each)."""
+    chunk: ``(T, C, H, W)`` float ``[0, 1]`` on ``place``'s device, grey when it is). A
+    failed segment fails the clip and leaves no output. ``callback`` hears the frames of
+    each finished segment (phase ``frames``). Returns :func:`restore_clip`'s entry plus
+    ``segments`` (start and frames of each)."""
     plan = plan_clip(path, reach=reach, buffers=buffers, memory_gib=place.memory_gib)
     if plan.count is None:
         raise LRRError(f"{path}: its frame count is unknown, so it cannot be split into segments")
@@ -414,7 +414,7 @@ def restore_segments(
         length = per_slot * plan.chunk
     head = _first_chunk(path, chunk_frames=plan.chunk, lookahead=plan.reach)  # as the run in one process reads it
     if prepare is not None:
-        prepare((head[:1, :1] if is_grey(head) else head[:1]).to(place.device).to(place.dtype).div_(255))
+        prepare((head[:, :1] if is_grey(head) else head).to(place.device).to(place.dtype).div_(255))
     del head
     starts = list(range(0, plan.count, length))
     spans = [(a, min(a + length, plan.count) - a) for a in starts]

@@ -30,6 +30,7 @@ settings a video takes where neither the user nor the preset sets them.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -145,6 +146,21 @@ def estimate_sigma(image: Tensor) -> float:
     x = image[..., : image.shape[-2] // 2 * 2, : image.shape[-1] // 2 * 2]
     detail = (x[..., ::2, ::2] - x[..., 1::2, ::2] - x[..., ::2, 1::2] + x[..., 1::2, 1::2]) / 2
     return float(detail.flatten(1).abs().median(dim=1).values.mean() / 0.6745)
+
+
+#: :func:`estimate_clip_sigma` leaves out frames with more than this share of their values
+#: at black or white, where clipping hides the noise (a fade from black estimates near 0).
+CLIPPED_SHARE = 0.5
+
+
+def estimate_clip_sigma(frames: Tensor) -> float:
+    """Noise level in ``[0, 1]`` units of a clip's ``frames`` ``(T, C, H, W)``: the median
+    of :func:`estimate_sigma` over the frames that are not mostly black or white
+    (``CLIPPED_SHARE``), or over all when every frame is."""
+    clipped = ((frames <= 0) | (frames >= 1)).flatten(1).float().mean(1)
+    kept = frames[clipped <= CLIPPED_SHARE]
+    levels = [estimate_sigma(frame) for frame in (kept if len(kept) else frames)]
+    return statistics.median(levels)
 
 
 def denoise(
