@@ -149,8 +149,9 @@ def estimate_sigma(image: Tensor) -> float:
 
 
 #: :func:`estimate_clip_sigma` leaves out frames with more than this share of their values
-#: at black or white, where clipping hides the noise (a fade from black estimates near 0).
-CLIPPED_SHARE = 0.5
+#: at black or white, where clipping hides the noise (a noisy black frame has half its
+#: values at 0 and estimates a third low).
+CLIPPED_SHARE = 0.2
 
 
 def estimate_clip_sigma(frames: Tensor) -> float:
