@@ -61,7 +61,7 @@ def denoise_clip(
         if not level:
             level.append(estimate_clip_sigma(frames))
 
-    def solve(frames: Tensor, _: Tensor | None, reach: int, steps: Callback) -> tuple[Tensor, SolveResult]:
+    def solve(frames: Tensor, _: Tensor | None, reach: int, own: slice, steps: Callback) -> tuple[Tensor, SolveResult]:
         estimate(frames)
         return denoise(frames, level[0], replace(settings, reach=reach), memory_gib=place.memory_gib, callback=steps)
 
@@ -128,11 +128,12 @@ def inpaint_clip(
                                **options)  # fmt: skip
         return media.read_mask(mask, tuple(shape[1:]), **options)
 
-    def solve(frames: Tensor, fill: Tensor, reach: int, steps: Callback) -> tuple[Tensor, SolveResult]:
+    def solve(frames: Tensor, fill: Tensor, reach: int, own: slice, steps: Callback) -> tuple[Tensor, SolveResult]:
         fill = fill.to(frames.device)
         if not bool(fill.any()):  # nothing hidden in these frames
             return frames, SolveResult(0, "change", 0.0, True, 0.0)
-        out, result = inpaint(frames, fill, replace(settings, reach=reach), memory_gib=place.memory_gib, callback=steps)
+        out, result = inpaint(frames, fill, replace(settings, reach=reach), memory_gib=place.memory_gib, own=own,
+                              callback=steps)  # fmt: skip
         result.details["missing_fraction"] = round(float(fill.float().mean()), 6)
         return out, result
 

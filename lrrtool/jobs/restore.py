@@ -44,10 +44,11 @@ from lrrtool.jobs.videos import TaskRunner, carry_streams
 from lrrtool.solvers import Callback, Progress, SolveResult
 from lrrtool.tasks.budget import chunk_plan, frames_needed_gib
 
-#: ``solve(frames, mask, reach, callback)``: the restored frames ``(T, C, H, W)`` of a chunk
-#: with the ``reach`` frames around it (float in ``[0, 1]``; ``mask`` bool ``(T, H, W)``,
-#: ``(H, W)`` for every frame, or None) and the solve.
-Solve = Callable[[Tensor, Tensor | None, int, Callback], tuple[Tensor, SolveResult]]
+#: ``solve(frames, mask, reach, own, callback)``: the restored frames ``(T, C, H, W)`` of a
+#: chunk with the ``reach`` frames around it (float in ``[0, 1]``; ``mask`` bool ``(T, H,
+#: W)``, ``(H, W)`` for every frame, or None; ``own``: the chunk's own frames, the ones
+#: written) and the solve.
+Solve = Callable[[Tensor, Tensor | None, int, slice, Callback], tuple[Tensor, SolveResult]]
 #: ``masks(shape, chunk_frames, reach, start, max_frames)``: a clip's mask: one bool ``(H,
 #: W)`` for every frame, or a stream of ``(T, H, W)`` chunks like the frames' (``(C, H, W)``
 #: frames, ``chunk_frames`` a chunk, ``reach`` frames of look-ahead, from frame ``start``,
@@ -256,7 +257,7 @@ def solve_frames(
             all_grey &= grey
             floats = (volume[:, :1] if grey else volume).to(place.device).to(place.dtype).div_(255)
             restored, result = solve(floats, None if mask is None else mask.to(place.device), reach,
-                                     trimming(steps(own)))  # fmt: skip
+                                     slice(lead, lead + own), trimming(steps(own)))  # fmt: skip
             if writer is None:
                 writer = open_writer(fps)
             own_frames = restored[lead : lead + own]

@@ -245,6 +245,7 @@ def inpaint(
     settings: InpaintSettings = InpaintSettings(),
     *,
     memory_gib: float | None = None,
+    own: slice = slice(None),
     callback: Callback | None = None,
 ) -> tuple[Tensor, SolveResult]:
     """Fill the pixels where ``fill`` is True.
@@ -261,6 +262,8 @@ def inpaint(
         memory_gib: the process's budget (None: none): the threshold solver works a tile
             of groups at a time within it (the same result); ``adam`` on patch groups holds
             them all and is refused when they do not fit.
+        own: a video's frames whose result is wanted (a chunk's, without the frames around
+            it); where the start is kept (:func:`keeps_start`) only these are filled.
         callback: progress of the start (per cluster of holes) and of the solver.
 
     Returns:
@@ -268,7 +271,7 @@ def inpaint(
         ``solve_result.details["start"]`` says which start was used.
     """
     video = image.ndim == 4
-    iters_given = settings.iters is not None
+    asked = settings
     settings = settings.for_video() if video else settings
     s = settings.resolved()
     if image.ndim not in (3, 4):
@@ -281,6 +284,7 @@ def inpaint(
     fill = fill.to(device=image.device, dtype=torch.bool)
     if video:
         fill = fill.expand(image.shape[0], *fill.shape[-2:])
+    start_only = video and keeps_start(fill, asked)
     missing = int(fill.sum())
     if missing == 0:
         raise LRRError("the mask marks no pixel to fill (is it inverted? see invert_mask)", mentions=("invert_mask",))
@@ -300,8 +304,6 @@ def inpaint(
     shifts = frame_shifts(forward.observed, fill) if video else None
     if video and s.reach:
         options["temporal"] = camera_search(shifts, s.reach)
-    # A clip's holes keep the start (see ``video_defaults``) unless the user asks for steps.
-    start_only = video and not iters_given and has_holes(fill)
     tile = None
     if s.model == "patches" and s.solver == "threshold" and not start_only:
         tile = patch_tile(image, memory_gib, buffers=INPAINT_BUFFERS, select=fill, **options)
@@ -318,7 +320,10 @@ def inpaint(
     started(0, 1)
     if video:
         smooth = s.start if s.start in SMOOTH_FILLS else "harmonic"
-        start, details = temporal_start(forward.observed, fill, shifts=shifts, smooth=smooth, progress=started)
+        start, details = temporal_start(
+            forward.observed, fill, shifts=shifts, smooth=smooth, wanted=own if start_only else slice(None),
+            progress=started,
+        )  # fmt: skip
     else:
         start, details = start_by_region(
             forward.observed, fill, test=s.start == "auto", smooth=s.start if s.start in SMOOTH_FILLS else "biharmonic",
@@ -377,9 +382,18 @@ def _patch_options(s: InpaintSettings) -> dict[str, object]:
 HOLE_FRACTION = 0.1
 
 
+def keeps_start(fill: Tensor, settings: InpaintSettings) -> bool:
+    """Whether a clip with the mask ``fill`` (``(H, W)`` or ``(T, H, W)``) keeps its start
+    without refinement steps: its mask is mostly holes and ``settings`` ask for no steps
+    (see ``InpaintSettings.video_defaults``)."""
+    return settings.iters is None and has_holes(fill)
+
+
 def has_holes(fill: Tensor) -> bool:
     """Whether the mask ``fill`` ``(H, W)``, or a clip's ``(T, H, W)``, is mostly holes
     rather than scattered pixels (:data:`HOLE_FRACTION`)."""
+    if fill.ndim == 3 and fill.stride(0) == 0:  # one mask for every frame: its first says it
+        fill = fill[0]
     return int(wide_hole(fill, 1).sum()) >= HOLE_FRACTION * int(fill.sum())
 
 

@@ -29,6 +29,9 @@ from lrrtool.workers import run_all
 MAX_SHIFT_SHARE = 0.1
 #: The coarsest level of the search keeps at least this many pixels a side.
 COARSEST_SIDE = 16
+#: A shift's cost is taken over at most about this many pixels of a level (a grid of rows
+#: and columns of a larger one): 1080p frames' finest level took most of a chunk's search.
+COST_PIXELS = 2**18
 
 
 def frame_shifts(frames: Tensor, fill: Tensor | None = None) -> Tensor:
@@ -94,8 +97,9 @@ def _detail(total: Tensor, weight: Tensor, side: int = 5) -> tuple[Tensor, Tenso
     mean = lambda x: F.avg_pool2d(x, side, 1, side // 2, count_include_pad=False)  # noqa: E731
     values = total / weight.clamp_min(1e-6)
     seen = weight > 0.5
-    filled = torch.where(seen, values, mean(values * seen) / mean(seen.float()).clamp_min(1e-6))
-    return filled - mean(filled), (mean(seen.float()) > 0.999).float()
+    share = mean(seen.float())
+    filled = torch.where(seen, values, mean(values * seen) / share.clamp_min(1e-6))
+    return filled - mean(filled), (share > 0.999).float()
 
 
 def _shifted_cost(values: Tensor, seen: Tensor, pair: int, dy: int, dx: int) -> Tensor:
@@ -105,12 +109,13 @@ def _shifted_cost(values: Tensor, seen: Tensor, pair: int, dy: int, dx: int) -> 
     H, W = values.shape[-2:]
     if abs(dy) >= H or abs(dx) >= W:
         return values.new_tensor(math.inf)
-    a = values[pair, 0, max(0, -dy) : H - max(0, dy), max(0, -dx) : W - max(0, dx)]
-    b = values[pair + 1, 0, max(0, dy) : H + min(0, dy), max(0, dx) : W + min(0, dx)]
-    both = seen[pair, 0, max(0, -dy) : H - max(0, dy), max(0, -dx) : W - max(0, dx)]
-    both = both * seen[pair + 1, 0, max(0, dy) : H + min(0, dy), max(0, dx) : W + min(0, dx)]
+    step = max(1, math.isqrt(H * W // COST_PIXELS))  # every step-th row and column of a large frame
+    here = (slice(max(0, -dy), H - max(0, dy), step), slice(max(0, -dx), W - max(0, dx), step))
+    there = (slice(max(0, dy), H + min(0, dy), step), slice(max(0, dx), W + min(0, dx), step))
+    a, b = values[pair, 0][here], values[pair + 1, 0][there]
+    both = seen[pair, 0][here] * seen[pair + 1, 0][there]
     count = both.sum()
-    if count < H * W / 4:
+    if count * step * step < H * W / 4:
         return values.new_tensor(math.inf)
     return ((a - b).abs() * both).sum() / count
 
@@ -121,6 +126,7 @@ def temporal_start(
     *,
     shifts: Tensor | None = None,
     smooth: str = "harmonic",
+    wanted: slice = slice(None),
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Tensor, dict[str, object]]:
     """Each frame's hidden pixels from what the other frames show (see the module): the
@@ -128,7 +134,8 @@ def temporal_start(
     nearest frame that shows them, once aligned (``shifts``: the camera's, None: found by
     :func:`frame_shifts`), where that frame agrees with this one around them
     (:func:`_agrees`); the rest filled in each frame by the ``smooth`` fill
-    (:data:`lrrtool.tasks.starts.SMOOTH_FILLS`).
+    (:data:`lrrtool.tasks.starts.SMOOTH_FILLS`). Only the frames ``wanted`` are filled;
+    the others are sources only, their hidden pixels left as they are.
     Returns ``(start, details)``: ``shift`` (the camera's largest translation, pixels),
     ``shown_by_other_frames`` (the share of hidden pixels taken from another frame) and
     ``unseen_start`` (the fill of the others)."""
@@ -142,9 +149,11 @@ def temporal_start(
     for t, (top, left) in enumerate(place):
         canvas[t, :, top : top + H, left : left + W] = frames[t].masked_fill(fill[t], float("nan"))
     out = frames.clone()
+    targets = set(range(T)[wanted])
     unseen = fill.clone()
+    unseen[[t for t in range(T) if t not in targets]] = False
     for t, (top, left) in enumerate(place):
-        if not bool(fill[t].any()):
+        if t not in targets or not bool(fill[t].any()):
             continue
         rows_t, cols_t = _box(fill[t])
         grown = grown_box(rows_t, cols_t, (AGREE_SIDE // 2, AGREE_SIDE // 2), H, W)
@@ -168,7 +177,8 @@ def temporal_start(
         out[t, :, rows_t, cols_t] = patch
         unseen[t, rows_t, cols_t] = todo
     del canvas
-    hidden, shown = int(fill.sum()), int(fill.sum() - unseen.sum())
+    hidden = int(fill[sorted(targets)].sum())
+    shown = hidden - int(unseen.sum())
     details: dict[str, object] = {"shift": int(shifts.abs().max())}
     spatial = [t for t in range(T) if bool(unseen[t].any())]
     if spatial and all(torch.equal(unseen[t], unseen[spatial[0]]) for t in spatial):
