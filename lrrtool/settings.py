@@ -163,3 +163,13 @@ class TaskSettings:
         return LowRankRegularizer(
             s["reg"], estimator=estimator, gamma=gamma, p=s["p"], degree=s["degree"], generator=generator
         )
+
+
+#: The settings that shape a task's patch groups, as :class:`lrrtool.priors.PatchGroupLift`
+#: and :func:`lrrtool.tasks.budget.patch_tile` take them.
+PATCH_OPTIONS = ("patch", "group", "stride", "window", "search_step")
+
+
+def patch_options(settings: TaskSettings) -> dict[str, object]:
+    """The patch-group geometry (``PATCH_OPTIONS``) of resolved ``settings``."""
+    return {name: getattr(settings, name) for name in PATCH_OPTIONS}

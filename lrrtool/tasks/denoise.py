@@ -40,7 +40,7 @@ from lrrtool.errors import LRRError
 from lrrtool.forward import GaussianNoise
 from lrrtool.patches import PatchGroups
 from lrrtool.priors import LowRankPrior, PatchGroupLift, noise_threshold
-from lrrtool.settings import TaskSettings
+from lrrtool.settings import TaskSettings, patch_options
 from lrrtool.solvers import PIXEL_BOUNDS, Callback, SolveResult, adam, proximal_gradient
 from lrrtool.tasks.budget import check_whole_groups, frame_span, patch_tile
 from lrrtool.tasks.temporal import camera_search, frame_shifts
@@ -186,7 +186,7 @@ def denoise(
     s = settings.for_image(noisy.shape[-3], noisy.shape[0] if noisy.ndim == 4 else 0)
     if min(noisy.shape[-2:]) < s.patch:
         raise LRRError(f"the image ({noisy.shape[-1]}x{noisy.shape[-2]}) is smaller than one patch")
-    options = {"patch": s.patch, "group": s.group, "stride": s.stride, "window": s.window, "search_step": s.search_step}
+    options = patch_options(s)
     if noisy.ndim == 4 and s.reach:
         options["temporal"] = camera_search(frame_shifts(noisy), s.reach, s.frame_window)
     if s.solver == "threshold":

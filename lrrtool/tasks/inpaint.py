@@ -44,7 +44,7 @@ from torch import Tensor
 from lrrtool.errors import LRRError
 from lrrtool.forward import Inpainting
 from lrrtool.priors import ChannelMatrices, LowRankPrior, PatchGroupLift, noise_threshold
-from lrrtool.settings import TaskSettings
+from lrrtool.settings import TaskSettings, patch_options
 from lrrtool.solvers import PIXEL_BOUNDS, SOLVERS, Callback, Progress, SolveResult, adam, proximal_gradient
 from lrrtool.tasks.budget import check_whole_groups, frame_span, patch_tile
 from lrrtool.tasks.starts import SMOOTH_FILLS, START_RANKS, laplacian_energy, start_by_region, wide_hole
@@ -300,7 +300,7 @@ def inpaint(
     if s.method == "dlrl":
         out, result = _dlrl(forward, s, callback)
         return forward.project(out.clamp(0, 1)), result
-    options = _patch_options(s)
+    options = patch_options(s)
     shifts = frame_shifts(forward.observed, fill) if video else None
     if video and s.reach:
         options["temporal"] = camera_search(shifts, s.reach)
@@ -308,7 +308,7 @@ def inpaint(
     if s.model == "patches" and s.solver == "threshold" and not start_only:
         tile = patch_tile(image, memory_gib, buffers=INPAINT_BUFFERS, select=fill, **options)
         if hole_s is not None:
-            hole_tile = patch_tile(image, memory_gib, buffers=INPAINT_BUFFERS, select=fill, **_patch_options(hole_s))
+            hole_tile = patch_tile(image, memory_gib, buffers=INPAINT_BUFFERS, select=fill, **patch_options(hole_s))
     elif s.model == "patches" and s.solver != "threshold":
         check_whole_groups(image, memory_gib, solver=s.solver, select=fill, **options)
     began = time.perf_counter()
@@ -336,7 +336,7 @@ def inpaint(
         return forward.project(start.clamp(0, 1)), SolveResult(0, "change", 0.0, True, start_seconds, details=details)
     holes = hole_s is not None and details["start"] in SMOOTH_FILLS
     if holes:
-        s, options, tile = hole_s, _patch_options(hole_s), hole_tile
+        s, options, tile = hole_s, patch_options(hole_s), hole_tile
     span = frame_span(image)
     lift = ChannelMatrices() if s.model == "global" else PatchGroupLift(select=fill, tile=tile, span=span, **options)
     prior = LowRankPrior(s.regularizer(), lift, subspace=bool(s.subspace))
@@ -367,10 +367,6 @@ def inpaint(
     result.details["tile"] = tile  # reference positions a side; None: one tile
     result.details["phase_seconds"] = {"start": round(start_seconds, 3), "refine": round(result.seconds, 3)}
     return forward.project(out.clamp(0, 1)), result
-
-
-def _patch_options(s: InpaintSettings) -> dict[str, object]:
-    return {"patch": s.patch, "group": s.group, "stride": s.stride, "window": s.window, "search_step": s.search_step}
 
 
 #: A mask "has holes" when at least this fraction of its missing pixels have no observed
