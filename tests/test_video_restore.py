@@ -141,6 +141,28 @@ def test_a_clips_holes_keep_the_start_and_scattered_pixels_are_refined():
     assert inpaint(video.masked_fill(drop, 0), drop, InpaintSettings(group=8))[1].iterations == 4
 
 
+def test_a_clip_whose_holes_keep_the_start_is_read_in_larger_chunks(tmp_path):
+    """Where the start is kept no tiles of patch groups follow, so the chunks are planned
+    with the start's buffers and a larger share of the budget: more frames a chunk than the
+    refinement's plan, one fill serving several frames of a still camera."""
+    from lrrtool.tasks.budget import chunk_plan
+    from lrrtool.tasks.inpaint import INPAINT_BUFFERS, START_BUFFERS, START_SHARE
+
+    video = panned(6, 480, 640, 1)
+    write_frames(tmp_path / "shots", video)
+    mask = np.zeros((480, 640), np.uint8)
+    mask[400:440, 80:560] = 255
+    Image.fromarray(mask).save(tmp_path / "caption.png")
+    request = jobs.InpaintRequest(
+        (tmp_path / "shots",), mask=tmp_path / "caption.png", runtime=jobs.Runtime(memory_gib=0.6)
+    )
+    entry = jobs.inpaint(request)["results"][0]
+    kept = chunk_plan((3, 480, 640), buffers=START_BUFFERS, share=START_SHARE, reach=2, memory_gib=0.6)
+    refined = chunk_plan((3, 480, 640), buffers=INPAINT_BUFFERS + 1, reach=2, memory_gib=0.6)
+    assert (entry["chunk_frames"], entry["reach"]) == kept and kept[0] + 2 * kept[1] > sum(refined) + refined[1]
+    assert entry["frames"] == 6 and all(c["refined"] is False for c in entry["chunks"])
+
+
 def test_a_noisy_still_clip_denoises_better_than_its_frames_alone():
     frame = texture(40, 40, seed=3).mean(0, keepdim=True)
     video = frame.expand(8, 1, 40, 40)

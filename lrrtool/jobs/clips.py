@@ -16,7 +16,7 @@ from lrrtool.jobs.images import Placement
 from lrrtool.jobs.restore import Segments, looks_grey, restore_clip, restore_segments
 from lrrtool.solvers import Callback, SolveResult
 from lrrtool.tasks.denoise import DENOISE_BUFFERS, DenoiseSettings, denoise, estimate_clip_sigma
-from lrrtool.tasks.inpaint import INPAINT_BUFFERS, InpaintSettings, inpaint
+from lrrtool.tasks.inpaint import INPAINT_BUFFERS, START_BUFFERS, START_SHARE, InpaintSettings, inpaint, keeps_start
 
 
 def check_clip_output(path: Path, output: Path, protect: Iterable[Path] = ()) -> Path:
@@ -137,7 +137,12 @@ def inpaint_clip(
         result.details["missing_fraction"] = round(float(fill.float().mean()), 6)
         return out, result
 
-    common = {"reach": reach, "buffers": INPAINT_BUFFERS + 1, "place": place, "masks": masks, "callback": callback}
+    cost = {"buffers": INPAINT_BUFFERS + 1}
+    if not media.is_clip(mask):  # one mask: whether the start is kept decides the chunks' size
+        shape, _ = media.video_probe(path)
+        if keeps_start(media.read_mask(mask, tuple(shape[1:]), **options), settings):
+            cost = {"buffers": START_BUFFERS, "share": START_SHARE}
+    common = {"reach": reach, **cost, "place": place, "masks": masks, "callback": callback}
     if segments is None:
         entry = restore_clip(path, target, solve, **common)
     else:

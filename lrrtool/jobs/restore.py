@@ -42,7 +42,7 @@ from lrrtool.jobs.images import Placement, solve_entry
 from lrrtool.jobs.runtime import peak_memory_gib, release_freed_memory, trimming
 from lrrtool.jobs.videos import TaskRunner, carry_streams
 from lrrtool.solvers import Callback, Progress, SolveResult
-from lrrtool.tasks.budget import chunk_plan, frames_needed_gib
+from lrrtool.tasks.budget import CHUNK_SHARE, chunk_plan, frames_needed_gib
 
 #: ``solve(frames, mask, reach, own, callback)``: the restored frames ``(T, C, H, W)`` of a
 #: chunk with the ``reach`` frames around it (float in ``[0, 1]``; ``mask`` bool ``(T, H,
@@ -78,17 +78,20 @@ class ClipPlan:
         return self.path.is_dir()
 
 
-def plan_clip(path: Path, *, reach: int, buffers: int, memory_gib: float | None) -> ClipPlan:
-    """The :class:`ClipPlan` of the clip at ``path`` for a task holding ``buffers`` float
-    copies of each frame: the asked ``reach`` lowered where the budget cannot hold it, and
-    said in the warnings, as is what a folder's frames carry that is not kept."""
+def plan_clip(
+    path: Path, *, reach: int, buffers: int, memory_gib: float | None, share: float = CHUNK_SHARE
+) -> ClipPlan:
+    """The :class:`ClipPlan` of the clip at ``path`` for a task holding ``buffers``
+    float copies of each frame within ``share`` of the budget (:func:`chunk_plan`): the
+    asked ``reach`` lowered where the budget cannot hold it, and said in the warnings,
+    as is what a folder's frames carry that is not kept."""
     if not path.is_dir():
         media.check_constant_rate(path)
     shape, count = media.video_probe(path)
-    chunk, held = chunk_plan(shape, buffers=buffers, reach=reach, memory_gib=memory_gib)
+    chunk, held = chunk_plan(shape, buffers=buffers, reach=reach, memory_gib=memory_gib, share=share)
     warnings = []
     if held < reach:
-        need = frames_needed_gib(shape, buffers=buffers, frames=3 * reach)
+        need = frames_needed_gib(shape, buffers=buffers, frames=3 * reach, share=share)
         warnings.append(
             f"memory_gib {memory_gib:g} holds {chunk + 2 * held} frames of {shape[2]}x{shape[1]}: "
             f"reach lowered from {reach} to {held} (memory_gib {need:.1f} keeps {reach})"
@@ -304,6 +307,7 @@ def restore_clip(
     reach: int,
     buffers: int,
     place: Placement,
+    share: float = CHUNK_SHARE,
     masks: Masks | None = None,
     callback: Callback | None = None,
 ) -> dict[str, object]:
@@ -313,7 +317,7 @@ def restore_clip(
     ``warnings``); ``masks`` gives each chunk's mask. ``callback`` hears the frames done
     (phase ``frames``). Grey chunks are solved grey (see the module). Returns the report
     entry: frames, size, rate, time, chunks, audio, peak memory."""
-    plan = plan_clip(path, reach=reach, buffers=buffers, memory_gib=place.memory_gib)
+    plan = plan_clip(path, reach=reach, buffers=buffers, memory_gib=place.memory_gib, share=share)
     started = time.perf_counter()
     opened = []
 
@@ -388,6 +392,7 @@ def restore_segments(
     reach: int,
     buffers: int,
     place: Placement,
+    share: float = CHUNK_SHARE,
     masks: Masks | None = None,
     prepare: Callable[[Tensor], None] | None = None,
     callback: Callback | None = None,
@@ -402,7 +407,7 @@ def restore_segments(
     failed segment fails the clip and leaves no output. ``callback`` hears the frames of
     each finished segment (phase ``frames``). Returns :func:`restore_clip`'s entry plus
     ``segments`` (start and frames of each)."""
-    plan = plan_clip(path, reach=reach, buffers=buffers, memory_gib=place.memory_gib)
+    plan = plan_clip(path, reach=reach, buffers=buffers, memory_gib=place.memory_gib, share=share)
     if plan.count is None:
         raise LRRError(f"{path}: its frame count is unknown, so it cannot be split into segments")
     started = time.perf_counter()

@@ -219,23 +219,30 @@ CHUNK_SHARE = 0.5
 
 
 def chunk_plan(
-    shape: tuple[int, int, int], *, buffers: int, reach: int, memory_gib: float | None, itemsize: int = 4
+    shape: tuple[int, int, int],
+    *,
+    buffers: int,
+    reach: int,
+    memory_gib: float | None,
+    itemsize: int = 4,
+    share: float = CHUNK_SHARE,
 ) -> tuple[int, int]:
-    """``(frames, reach)``: the frames solved at once within ``memory_gib`` and the frames
-    around them each way. A chunk and its ``2 reach`` frames hold ``buffers`` float copies
-    (and a byte copy) of each frame, within ``CHUNK_SHARE`` of the budget left after the
-    runtime; at most ``MAX_CHUNK_FRAMES``. Where the budget cannot hold the asked ``reach``
-    with at least as many frames of the chunk's own (each frame around a chunk is solved
-    again as context), ``reach`` is lowered until it does (1080p colour at 2 GiB holds 3
-    frames: reach 1). Raises ``LRRError`` (parameter ``memory_gib``) when not even one
-    frame fits."""
+    """``(frames, reach)``: the frames solved at once within ``memory_gib`` and the
+    frames around them each way. A chunk and its ``2 reach`` frames hold ``buffers``
+    float copies (and a byte copy) of each frame, within ``share`` of the budget left
+    after the runtime (``CHUNK_SHARE``; a task without tiles of patch groups may take
+    more); at most ``MAX_CHUNK_FRAMES``. Where the budget cannot hold the asked
+    ``reach`` with at least as many frames of the chunk's own (each frame around a chunk
+    is solved again as context), ``reach`` is lowered until it does (1080p colour at 2
+    GiB holds 3 frames: reach 1). Raises ``LRRError`` (parameter ``memory_gib``) when
+    not even one frame fits."""
     if memory_gib is None:
         return MAX_CHUNK_FRAMES, reach
     C, H, W = shape
     per_frame = (buffers * C * itemsize + C + 16) * H * W
-    held = int((memory_gib - RUNTIME_GIB) * 2**30 * CHUNK_SHARE // per_frame)
+    held = int((memory_gib - RUNTIME_GIB) * 2**30 * share // per_frame)
     if held < 1:
-        need = RUNTIME_GIB + per_frame / CHUNK_SHARE / 2**30
+        need = RUNTIME_GIB + per_frame / share / 2**30
         raise LRRError(
             f"memory_gib {memory_gib:g} is too small for {W}x{H} frames: it needs at least {need:.2f} GiB",
             parameter="memory_gib",
@@ -245,7 +252,9 @@ def chunk_plan(
     return min(held - 2 * reach, MAX_CHUNK_FRAMES), reach
 
 
-def frames_needed_gib(shape: tuple[int, int, int], *, buffers: int, frames: int, itemsize: int = 4) -> float:
+def frames_needed_gib(
+    shape: tuple[int, int, int], *, buffers: int, frames: int, itemsize: int = 4, share: float = CHUNK_SHARE
+) -> float:
     """The budget :func:`chunk_plan` needs to hold ``frames`` frames of ``shape`` at once."""
     C, H, W = shape
-    return RUNTIME_GIB + frames * (buffers * C * itemsize + C + 16) * H * W / CHUNK_SHARE / 2**30
+    return RUNTIME_GIB + frames * (buffers * C * itemsize + C + 16) * H * W / share / 2**30

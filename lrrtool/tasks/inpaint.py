@@ -61,6 +61,12 @@ _LOW_RANK = ("threshold", "adam")
 #: Image-sized tensors the threshold solver holds at once (input, estimate, start, gradient
 #: step, the sum of the patch estimates, the result, the change's temporary).
 INPAINT_BUFFERS = 7
+#: Where a clip keeps its start (:func:`keeps_start`): the frame-sized float copies it
+#: holds at once (the chunk, its observed copy, the canvas of aligned frames, the start,
+#: the spatial fill's stacked frames, the clamped result), and the share of the budget
+#: after the runtime they may take, since no tiles of patch groups follow.
+START_BUFFERS = 6
+START_SHARE = 0.9
 
 
 @dataclass(frozen=True)
