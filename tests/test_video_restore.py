@@ -79,6 +79,16 @@ def test_frame_shifts_find_a_planted_camera_pan():
     assert search.extent(4) == 7 and camera_search(torch.zeros(6, 2, dtype=torch.long), 2).centres == ()
 
 
+def test_frame_shifts_find_a_pan_under_a_random_drop_of_half_the_pixels():
+    """Scattered drops leave few whole neighbourhoods seen; the pan is still found (it was
+    taken as a still camera: every shift scored as infinite)."""
+    video = panned(6, 64, 80, 2)
+    g = torch.Generator().manual_seed(0)
+    for fill in (torch.rand(64, 80, generator=g).lt(0.5).expand(6, 64, 80), torch.rand(6, 64, 80, generator=g) < 0.5):
+        shifts = frame_shifts(video.masked_fill(fill[:, None], 0), fill)
+        assert torch.equal(shifts[:, 1], torch.arange(6) * -2) and bool((shifts[:, 0] == 0).all())
+
+
 def test_a_static_overlay_over_a_moving_scene_is_filled_from_the_frames_that_show_it():
     """A caption fixed on the screen while the camera pans: the pixels under it in one frame
     are seen in the others, so the fill is close to the truth, far closer than the best

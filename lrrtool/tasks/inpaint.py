@@ -111,8 +111,8 @@ class InpaintSettings(TaskSettings):
     #   tree 21.13 -> 21.12; flicker 3.30 / 9.39 / 5.44 -> 3.31 / 9.62 / 5.22;
     # - 3-5 px scribbles: 26.41 -> 26.45, 32.08 -> 31.96, 21.41 -> 21.42, and on the pan
     #   the steps raise flicker from 1.72 to 2.68;
-    # - a 50 % random drop: 29.07 -> 29.16 (1.0 -> 17.5 s), 31.26 -> 32.22; one drop mask
-    #   per frame: 33.19 -> 33.58, 29.66 -> 31.83; thin text (1-2 px): 28.14 -> 28.34,
+    # - a 50 % random drop: 29.07 -> 29.16 (1.0 -> 17.5 s), 35.81 -> 36.04; one drop mask
+    #   per frame: 33.19 -> 33.58, 35.64 -> 35.89; thin text (1-2 px): 28.14 -> 28.34,
     #   38.23 -> 38.17, 23.30 -> 23.33.
     # So a clip whose mask is mostly holes (``has_holes``) keeps the start unless
     # ``iters`` is given, and scattered or thin masks get 4 steps (8 scored as 4).
