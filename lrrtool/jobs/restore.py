@@ -192,9 +192,14 @@ def looks_grey(path: Path) -> bool:
     first ``GREY_PROBE_FRAMES``; black or flat frames say nothing) has three equal
     channels. Chooses a grey clip's settings; each chunk is still solved grey or colour
     as its own frames are (see the module)."""
-    head = _first_chunk(path, chunk_frames=GREY_PROBE_FRAMES)
-    detailed = [frame for frame in head if frame.amax() > frame.amin()]
-    return bool(detailed) and is_grey(detailed[0][None])
+    frames = media.read_video_chunks(path, chunk_frames=1, raw=True, max_frames=GREY_PROBE_FRAMES)
+    try:
+        for frame, _ in frames:  # one frame held at a time
+            if frame.amax() > frame.amin():
+                return is_grey(frame)
+    finally:
+        frames.close()
+    return False
 
 
 def _first_chunk(path: Path, *, chunk_frames: int, lookahead: int = 0) -> Tensor:
