@@ -368,6 +368,8 @@ def inpaint(
             bounds=PIXEL_BOUNDS, callback=callback,
         )  # fmt: skip
     result.details.update(details)
+    if video:
+        result.details["refined"] = True
     if holes:
         result.details["hole_settings"] = {k: getattr(s, k) for k in settings.hole_defaults}
     result.details["tile"] = tile  # reference positions a side; None: one tile
