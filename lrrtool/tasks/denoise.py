@@ -157,11 +157,14 @@ CLIPPED_SHARE = 0.2
 def estimate_clip_sigma(frames: Tensor) -> float:
     """Noise level in ``[0, 1]`` units of a clip's ``frames`` ``(T, C, H, W)``: the median
     of :func:`estimate_sigma` over the frames that are not mostly black or white
-    (``CLIPPED_SHARE``), or over all when every frame is."""
-    clipped = ((frames <= 0) | (frames >= 1)).flatten(1).float().mean(1)
-    kept = frames[clipped <= CLIPPED_SHARE]
-    levels = [estimate_sigma(frame) for frame in (kept if len(kept) else frames)]
-    return statistics.median(levels)
+    (``CLIPPED_SHARE``), or over all when every frame is. A frame at a time: no copy of
+    the chunk."""
+    levels, kept = [], []
+    for frame in frames:
+        levels.append(estimate_sigma(frame))
+        if float(((frame <= 0) | (frame >= 1)).float().mean()) <= CLIPPED_SHARE:
+            kept.append(levels[-1])
+    return statistics.median(kept or levels)
 
 
 def denoise(
