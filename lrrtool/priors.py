@@ -209,12 +209,13 @@ class LowRankPrior:
         ``progress(done, total)`` follows the lift's parts."""
 
         def shrink(matrices: Tensor, part: slice) -> Tensor:
-            mean = matrices.mean(dim=-2, keepdim=True) if self.lift.centred else 0.0
+            mean = matrices.mean(dim=-2, keepdim=True) if self.lift.centred else None
             weights = _part(tau, part), _part(debias, part)
             shrunk = reweighted_threshold(
-                matrices - mean, self.function, *weights, refine=refine, subspace=self.width, kept=kept
-            )
-            return shrunk + mean
+                matrices if mean is None else matrices - mean, self.function, *weights, refine=refine,
+                subspace=self.width, kept=kept,
+            )  # fmt: skip
+            return shrunk if mean is None else shrunk + mean
 
         kept: list[Tensor] = []
         with torch.no_grad():

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from lrrtool.core.matfun import gram, small_side
 from lrrtool.errors import LRRError
-from lrrtool.forward import ForwardModel, SparseNoise, soft_threshold
+from lrrtool.forward import ForwardModel, SparseNoise
 from lrrtool.priors import LowRankPrior
 
 
@@ -288,8 +288,9 @@ def robust_pca(
 
     ``L = prior.prox(V - S + Y/mu, 1/mu)``, ``S = shrink_{w/mu}(V - L + Y/mu)``,
     ``Y += mu (V - L - S)``, ``mu *= 1.5`` up to ``1e7 mu_0``. Stop rule:
-    ``||V - L - S||_F <= tol ||V||_F`` (the ``residual`` metric). Holds ``V, L, S, Y``
-    and one temporary. With ``nuclear`` this is exactly principal component pursuit.
+    ``||V - L - S||_F <= tol ||V||_F`` (the ``residual`` metric). Holds ``V, L, S, Y``,
+    two buffers the steps reuse and the prox's temporaries. With ``nuclear`` this is
+    exactly principal component pursuit.
     Returns ``(L, result)``.
     """
     began = time.perf_counter()
@@ -298,20 +299,24 @@ def robust_pca(
     if not float(spectral) > 0:
         raise LRRError("the video is blank (all frames zero): nothing to separate")
     norm_v = torch.linalg.vector_norm(V)
-    mu = 1.25 / spectral
+    mu = float(1.25 / spectral)
     mu_max = mu * 1e7
     Y = V / torch.maximum(spectral, V.abs().max() / weight)
     S = torch.zeros_like(V)
     L = V
+    A, B = torch.empty_like(V), torch.empty_like(V)  # the step's buffers: no allocation per step
     history: list[tuple[int, float]] = []
     residual = math.inf
     k = 0
     for k in range(1, iters + 1):
-        L = prior.prox(V - S + Y / mu, 1 / mu)
-        S = soft_threshold(V - L + Y / mu, weight / mu)
-        Z = V - L - S
-        Y = Y + mu * Z
-        mu = torch.clamp(mu * 1.5, max=mu_max)
+        torch.add(V, Y, alpha=1 / mu, out=A)  # V + Y/mu
+        L = prior.prox(torch.sub(A, S, out=B), 1 / mu)
+        E = torch.sub(A, L, out=B)
+        threshold = weight / mu
+        S = torch.sub(E, torch.clamp(E, -threshold, threshold, out=S), out=S)  # soft_threshold(E, threshold)
+        Z = torch.sub(V, L, out=A).sub_(S)
+        Y.add_(Z, alpha=mu)
+        mu = min(mu * 1.5, mu_max)
         residual = float(torch.linalg.vector_norm(Z) / norm_v)
         _record(history, callback, Progress(k, iters, "residual", residual), "try solver adam or another reg")
         if residual <= tol:

@@ -10,7 +10,7 @@ from lrrtool.errors import LRRError
 from lrrtool.media import read_image
 from lrrtool.video import POOR_FIT_SPREAD, SeparateSettings, separate_chunks
 from lrrtool.video.lift import LiftedSolve, block_mean, combine, robust_fit, temporal_components, working_size
-from lrrtool.video.mask import _dilate, noise_levels, residual_mask
+from lrrtool.video.mask import _dilate, _spread, noise_levels, residual_mask
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -135,6 +135,15 @@ def test_dilate_equals_max_pooling():
     mask = torch.rand(3, 17, 23, generator=g) > 0.9
     expected = F.max_pool2d(mask[:, None].float(), 3, 1, 1)[:, 0] > 0
     assert torch.equal(_dilate(mask), expected)
+
+
+@pytest.mark.parametrize(
+    "cells, size", [((6, 10), (720, 1280)), ((1, 4), (9, 31)), ((3, 1), (40, 7)), ((5, 5), (5, 5))]
+)
+def test_spread_is_bilinear_interpolation(cells, size):
+    levels = torch.rand(2, *cells, generator=torch.Generator().manual_seed(1))
+    expected = F.interpolate(levels[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(_spread(levels, torch.Size((2, *size))), expected, atol=1e-6, rtol=0)
 
 
 def noise_map(residual: torch.Tensor) -> torch.Tensor:

@@ -134,4 +134,7 @@ def _threshold(
         shrunk = (sigma - weight).clamp_min(0)
         estimate = shrunk
     ratio = torch.where(sigma > 0, shrunk / sigma.clamp_min(torch.finfo(T.dtype).tiny), 0)
-    return T @ ((V * ratio.unsqueeze(-2)) @ V.mT), shrunk
+    P = (V * ratio.unsqueeze(-2)) @ V.mT
+    if T.ndim == 2 and T.mT.is_contiguous():  # frames as columns: the result in the frames' own layout
+        return (P.mT @ T.mT).mT, shrunk
+    return T @ P, shrunk

@@ -160,8 +160,7 @@ def separate_video(
             total_done[0] = total
             frames_done(total, wanted)
         frames_done(total, total)  # the metadata's count can be an estimate
-        for writer in writers.values():  # every video checked before any is moved into place
-            writer.finish()
+        media.finish_all(writers.values())  # every video checked before any is moved into place
         adders = {name: writers[name].add_audio for name in PICTURE_OUTPUTS & writers.keys()} if audio else {}
         codecs, audio_notes = carry_streams(video, adders, start=clip.start / fps[0], duration=total / fps[0])
         for writer in writers.values():

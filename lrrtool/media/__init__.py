@@ -7,7 +7,7 @@ Canonical layouts: an image is a float32 tensor ``(C, H, W)`` in ``[0, 1]`` with
 path passed as ``protect`` (the inputs).
 """
 
-from lrrtool.media.encoding import X264_PRESET, VideoWriter, add_audio, join_videos
+from lrrtool.media.encoding import X264_PRESET, VideoWriter, add_audio, finish_all, join_videos
 from lrrtool.media.files import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -53,6 +53,7 @@ __all__ = [
     "check_output",
     "existing_file",
     "find_mask",
+    "finish_all",
     "frame_files",
     "image_losses",
     "is_clip",

@@ -6,7 +6,9 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,7 @@ def read_video_chunks(
     frame before ``max_frames`` (or the file's end).
     """
     path = Path(path)
+    planar = False
     if _existing_is_folder(path):
         files = frame_files(path)
         first = open_image(files[0])
@@ -100,15 +103,11 @@ def read_video_chunks(
         frames = (_folder_frame(f, first.size) for f in files)
         fps = 25.0
     else:
-        try:
-            reader = _video_reader(path)
-            meta = reader.get_meta_data()
-        except Exception as error:  # imageio raises many types for unreadable input
-            raise LRRError(f"{path}: not a readable video ({error_summary(error)})") from None
+        planar = scale is None and size is None and not grey  # frames as they decode: planes, no transpose
+        meta, frames, planar = _open_video(path, planar)
         fps = float(meta.get("fps") or (meta.get("duration") and 1000 / meta["duration"]) or 25.0)
         width, height = meta.get("size") or meta.get("source_size") or (0, 0)
         target = _target_size(width, height, scale, size) if width else size
-        frames = _safe_frames(reader, path)
     held = chunk_frames + lookahead
     limit = None if max_frames is None else max_frames + lookahead
     chunk, staged, filled, waiting, count, carried = None, None, 0, 0, 0, None
@@ -117,20 +116,24 @@ def read_video_chunks(
             continue
         if limit is not None and count >= limit:
             break
-        array = _frame_uint8(frame, target, grey)
-        if staged is None:
-            staged = np.empty((STAGED_FRAMES, *array.shape), dtype=np.uint8)
+        array = frame if planar else _frame_uint8(frame, target, grey)
         if chunk is None:  # filled in place: no second copy of the chunk while stacking
-            chunk = torch.empty((held, array.shape[2], *array.shape[:2]), dtype=torch.uint8)
+            shape = array.shape if planar else (array.shape[2], *array.shape[:2])
+            chunk = torch.empty((held, *shape), dtype=torch.uint8)
             if carried is not None:
                 filled = carried.shape[0]
                 chunk[:filled] = carried
                 carried = None
-        staged[waiting] = array
-        waiting += 1
+        if planar:
+            _put_planes(chunk, filled, array)
+        else:
+            if staged is None:
+                staged = np.empty((STAGED_FRAMES, *array.shape), dtype=np.uint8)
+            staged[waiting] = array
+            waiting += 1
         filled += 1
         count += 1
-        if waiting == STAGED_FRAMES or filled == held:
+        if waiting and (waiting == STAGED_FRAMES or filled == held):
             _unstage(chunk, staged, filled, waiting)
             waiting = 0
         if filled == held:
@@ -140,7 +143,8 @@ def read_video_chunks(
             carried = chunk[chunk_frames:].clone() if lookahead else None
             chunk, filled = None, 0
     if chunk is not None:
-        _unstage(chunk, staged, filled, waiting)
+        if waiting:
+            _unstage(chunk, staged, filled, waiting)
         tail = chunk[:filled]
     else:
         tail = carried  # the file ended on a chunk's look-ahead (or exactly on a chunk)
@@ -158,13 +162,25 @@ def read_video_chunks(
 
 #: Decoded frames gathered as ffmpeg gives them, ``(H, W, C)``, then moved into the
 #: chunk's ``(C, H, W)`` layout by one torch copy: a strided copy per frame cost 0.78 s
-#: of the reading thread for 120 720p frames, this about 0.12 s.
+#: of the reading thread for 120 720p frames, this about 0.12 s. Where nothing is resized
+#: or made grey, ffmpeg gives planes instead (:func:`_open_video`), and no transpose is made.
 STAGED_FRAMES = 8
 
 
 def _unstage(chunk: torch.Tensor, staged: np.ndarray, filled: int, waiting: int) -> None:
     """Move the ``waiting`` staged frames that end at frame ``filled`` into ``chunk``."""
     chunk[filled - waiting : filled].copy_(torch.from_numpy(staged[:waiting]).permute(0, 3, 1, 2))
+
+
+#: ffmpeg's planar RGB (``gbrp``) holds the planes G, B, R: the plane of R, G and B.
+GBRP_PLANES = (2, 0, 1)
+
+
+def _put_planes(chunk: torch.Tensor, index: int, planes: np.ndarray) -> None:
+    """Copy ffmpeg's ``gbrp`` planes ``(3, H, W)`` into frame ``index`` of ``chunk`` as R, G, B."""
+    frame = chunk[index].numpy()
+    for channel, plane in enumerate(GBRP_PLANES):
+        frame[channel] = planes[plane]
 
 
 def _chunk(frames: torch.Tensor, raw: bool) -> torch.Tensor:
@@ -194,7 +210,40 @@ def _video_reader(path: Path):
 
     if path.suffix.lower() == ".gif":
         return imageio.get_reader(path)
-    return imageio.get_reader(path, format="ffmpeg", output_params=["-fps_mode", "passthrough"])
+    return imageio.get_reader(path, format="ffmpeg", output_params=PASSTHROUGH)
+
+
+#: ffmpeg's output options that keep a file's own frames (see :func:`_video_reader`).
+PASSTHROUGH = ["-fps_mode", "passthrough"]
+
+
+def _open_video(path: Path, planar: bool) -> tuple[dict, Iterator[np.ndarray], bool]:
+    """``(metadata, frames, planar)`` of a video file: its frames as uint8 ``(H, W, C)``,
+    or with ``planar`` as ffmpeg's ``gbrp`` planes ``(3, H, W)`` (G, B, R: the chunk's
+    layout without a transpose, :func:`_put_planes`). A GIF is read by Pillow, never
+    planar. Unreadable input is an ``LRRError``."""
+    try:
+        if path.suffix.lower() == ".gif":
+            reader = _video_reader(path)
+            return reader.get_meta_data(), _safe_frames(reader, path), False
+        import imageio_ffmpeg
+
+        pixels = "gbrp" if planar else "rgb24"
+        decoded = imageio_ffmpeg.read_frames(str(path), pix_fmt=pixels, output_params=PASSTHROUGH)
+        meta = next(decoded)
+    except Exception as error:  # imageio raises many types for unreadable input
+        raise LRRError(f"{path}: not a readable video ({error_summary(error)})") from None
+    width, height = meta["size"]
+    return meta, _safe_frames(_arrays(decoded, (3, height, width) if planar else (height, width, 3)), path), planar
+
+
+def _arrays(decoded: Iterator[bytes], shape: tuple[int, int, int]) -> Iterator[np.ndarray]:
+    """ffmpeg's raw frames as read-only uint8 arrays of ``shape`` (no copy)."""
+    try:
+        for frame in decoded:
+            yield np.frombuffer(frame, dtype=np.uint8).reshape(shape)
+    finally:
+        decoded.close()
 
 
 def video_probe(
@@ -219,15 +268,18 @@ def video_probe(
 def _probe_file(
     path: Path, mtime_ns: int, length: int, scale: float | None, size: tuple[int, int] | None, grey: bool
 ) -> tuple[tuple[int, int, int], int | None]:
-    """:func:`video_probe` of a video file as it was at ``mtime_ns`` and ``length`` bytes
-    (0.3 s a look at a 1080p MP4)."""
+    """:func:`video_probe` of a video file as it was at ``mtime_ns`` and ``length`` bytes:
+    from ffmpeg's reading of its header (:func:`_header_meta`, 0.05 s), or where that
+    says too little, from a reader's first frame (0.2-0.3 s at 720p-1080p)."""
     channels = 1 if grey else 3
-    try:
-        reader = _video_reader(path)
-        meta = reader.get_meta_data()
-        reader.close()
-    except Exception as error:  # imageio raises many types for unreadable input
-        raise LRRError(f"{path}: not a readable video ({error_summary(error)})") from None
+    meta = None if path.suffix.lower() == ".gif" else _header_meta(path)
+    if meta is None:
+        try:
+            reader = _video_reader(path)
+            meta = reader.get_meta_data()
+            reader.close()
+        except Exception as error:  # imageio raises many types for unreadable input
+            raise LRRError(f"{path}: not a readable video ({error_summary(error)})") from None
     count = None
     frames = meta.get("nframes")
     if isinstance(frames, (int, float)) and 0 < frames < float("inf"):
@@ -244,6 +296,27 @@ def _probe_file(
         return tuple(first.shape[1:]), count
     width, height = _target_size(*source, scale, size)
     return (channels, height, width), count
+
+
+def _header_meta(path: Path) -> dict | None:
+    """``{"size", "fps", "duration"}`` of a video file's first video stream from ffmpeg's
+    reading of its header, the size upright as ffmpeg decodes it (a display rotation of
+    90 or 270 degrees swaps the sides); None where the header names no size or rate."""
+    lines = _header(path)
+    first = next((i for i, line in enumerate(lines) if "Stream #" in line and ": Video:" in line), None)
+    if first is None:
+        return None
+    stream = lines[first]
+    size = re.search(r", (\d+)x(\d+)[ ,]", stream)
+    rate = re.search(r", ([\d.]+) fps", stream) or re.search(r", ([\d.]+) tbr", stream)
+    if size is None or rate is None:
+        return None
+    width, height = int(size[1]), int(size[2])
+    for line in itertools.takewhile(lambda line: "Stream #" not in line, lines[first + 1 :]):
+        rotation = re.search(r"rotation of (-?[\d.]+) degrees", line)
+        if rotation and round(float(rotation[1])) % 180 == 90:
+            width, height = height, width
+    return {"size": (width, height), "fps": float(rate[1]), "duration": video_duration(path, lines)}
 
 
 def _safe_frames(reader, path: Path):
@@ -305,6 +378,20 @@ def _header(path: Path) -> list[str]:
     if not Path(path).is_file():
         return []
     return run_ffmpeg("-hide_banner", "-i", str(path)).stderr.splitlines()
+
+
+def video_duration(path: Path, header: list[str] | None = None) -> float | None:
+    """The container's duration of a media file in seconds (ffmpeg's ``Duration:`` line,
+    which imageio reads too, without starting a decode), or None where it gives none.
+    ``header``: the file's :func:`_header`, when it has been read."""
+    for line in _header(path) if header is None else header:
+        if line.strip().startswith("Duration:"):
+            hours, minutes, seconds = line.split("Duration:", 1)[1].split(",", 1)[0].strip().split(":")
+            try:
+                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+            except ValueError:  # "N/A"
+                return None
+    return None
 
 
 def video_comment(path: Path) -> str | None:

@@ -58,7 +58,12 @@ def block_mean(frames: Tensor, k: int, dtype: torch.dtype) -> Tensor:
         return F.avg_pool2d(frames[:, :, : h * k, : w * k].to(dtype), k)
     parts = []
     for batch in frames[:, :, : h * k, : w * k].split(MASK_BATCH):
-        rows = batch.reshape(-1, C, h, k, w * k).sum(3, dtype=torch.int32 if k > 128 else torch.int16)
+        blocks = batch.reshape(-1, C, h, k, w * k)
+        # Row by row into one accumulator: a sum with a wider dtype first copies the whole
+        # batch in it (44 MB of 720p frames a batch).
+        rows = blocks[:, :, :, 0].to(torch.int32 if k > 128 else torch.int16)
+        for i in range(1, k):
+            rows += blocks[:, :, :, i]
         parts.append(rows.reshape(-1, C, h, w, k).sum(-1, dtype=torch.int32).to(dtype) / (255 * k * k))
     return torch.cat(parts)
 
@@ -106,12 +111,13 @@ def robust_fit(
     S, r = basis.shape
     ridge = 1e-6 * torch.eye(r, dtype=values.dtype, device=values.device)
     coefficients = torch.linalg.solve(basis.T @ basis + ridge, basis.T @ values)
-    outer = (basis[:, :, None] * basis[:, None, :]).reshape(S, r * r).T
+    # The row weights go into the basis's rows rather than into every weight (a pass less).
+    weighted = basis if row_weights is None else basis * row_weights[:, None]
+    outer = (weighted[:, :, None] * basis[:, None, :]).reshape(S, r * r).T
     for _ in range(steps):
-        weights = subtract_combination(values.clone(), basis, coefficients).abs_().clamp_min_(floor).reciprocal_()
-        if row_weights is not None:
-            weights.mul_(row_weights[:, None])
-        right = basis.T @ (weights * values)
+        residual = torch.addcmul(values, basis[:, :1], coefficients[:1], value=-1)
+        weights = subtract_combination(residual, basis[:, 1:], coefficients[1:]).abs_().clamp_min_(floor).reciprocal_()
+        right = weighted.T @ (weights * values)
         if r == 1:
             coefficients = right / (outer @ weights)
         else:
@@ -120,13 +126,13 @@ def robust_fit(
     return coefficients
 
 
-def combine(basis: Tensor, coefficients: Tensor) -> Tensor:
+def combine(basis: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
     """``basis @ coefficients`` for ``basis`` ``(S, r)`` and ``coefficients`` ``(r, ...)``:
-    ``(S, ...)``, as one multiply-add per component. A GEMM with inner size ``r`` is
-    memory-bound on the CPU (r = 1, 40 x 207,360, with the subtraction: 5.7 ms as a
-    matmul, 1.7 ms as an ``addcmul``)."""
+    ``(S, ...)`` (into ``out`` when given), as one multiply-add per component. A GEMM with
+    inner size ``r`` is memory-bound on the CPU (r = 1, 40 x 207,360, with the
+    subtraction: 5.7 ms as a matmul, 1.7 ms as an ``addcmul``)."""
     shape = (-1,) + (1,) * (coefficients.ndim - 1)
-    result = basis[:, 0].reshape(shape) * coefficients[0]
+    result = torch.mul(basis[:, 0].reshape(shape), coefficients[0], out=out)
     for k in range(1, basis.shape[1]):
         result.addcmul_(basis[:, k].reshape(shape), coefficients[k])
     return result
@@ -190,14 +196,16 @@ class LiftedSolve:
         """uint8 ``(stop - start, C, H, W)``: the background of frames ``start:stop``, made
         a frame at a time (one float frame of temporaries)."""
         out = torch.empty(stop - start, *self.coefficients.shape[1:], dtype=torch.uint8, device=self.basis.device)
+        frame = torch.empty(1, *self.coefficients.shape[1:], dtype=self.coefficients.dtype, device=self.basis.device)
         for t in range(start, stop):
-            fitted = self.fit(t, t + 1)
-            out[t - start] = fitted[0].clamp_(0, self.levels).mul_(255 / self.levels).round_()
+            fitted = self.fit(t, t + 1, out=frame)[0].clamp_(0, self.levels)
+            out[t - start] = (fitted if self.levels == 255 else fitted.mul_(255 / self.levels)).round_()
         return out
 
-    def fit(self, start: int, stop: int) -> Tensor:
-        """The unquantised background of frames ``start:stop`` in units of ``levels``."""
-        background = combine(self.basis[start:stop], self.coefficients)
+    def fit(self, start: int, stop: int, out: Tensor | None = None) -> Tensor:
+        """The unquantised background of frames ``start:stop`` in units of ``levels`` (into
+        ``out`` when given)."""
+        background = combine(self.basis[start:stop], self.coefficients, out=out)
         return self._subtract_fade(background, start, stop, sign=-1)
 
     def _subtract_fade(self, values: Tensor, start: int, stop: int, step: int = 1, sign: int = 1) -> Tensor:
@@ -216,9 +224,13 @@ class LiftedSolve:
         ``frames``; with ``step``, at every ``step``-th row and column only."""
         size = batch or MASK_BATCH
         coefficients = self.coefficients if step == 1 else self.coefficients[:, :, ::step, ::step].contiguous()
+        # One buffer for every batch: a batch of 720p frames is 88 MB, above glibc's mmap
+        # threshold, so a new one each batch was faulted in anew (0.3 s of 120 frames).
+        buffer = torch.empty(min(size, frames.shape[0]), *coefficients.shape[1:], dtype=coefficients.dtype,
+                             device=coefficients.device)  # fmt: skip
         for start in range(0, frames.shape[0], size):
             stop = min(start + size, frames.shape[0])
-            difference = frames[start:stop, :, ::step, ::step].to(coefficients.dtype, copy=True)  # changed in place
+            difference = buffer[: stop - start].copy_(frames[start:stop, :, ::step, ::step])  # changed in place
             subtract_combination(difference, self.basis[start:stop], coefficients)
             self._subtract_fade(difference, start, stop, step)
             yield difference.abs_().amax(dim=1).div_(self.levels)

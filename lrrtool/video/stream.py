@@ -76,8 +76,7 @@ class SeparatedChunk:
         """The foreground of frames ``start:stop`` as a layer: the frames' own pixels where
         the mask is set, 0 (black) elsewhere, in the frames' dtype: ``mask * layer +
         (1 - mask) * background`` puts the moving objects back over the background."""
-        frames = self.frames[start:stop]
-        return frames * self.mask[start:stop, None].to(frames.dtype)
+        return self.frames[start:stop] * self.mask[start:stop, None]  # bool promotes: no cast of the mask
 
 
 def _unit(x: Tensor) -> Tensor:
