@@ -108,7 +108,7 @@ def inpaint_file(
     started = time.perf_counter()
     observed = image.to(place.device, place.dtype)
     result, solve = inpaint(observed, fill.to(place.device), settings, memory_gib=place.memory_gib,
-                            callback=trimming(callback))  # fmt: skip
+                            callback=trimming(callback, place.memory_gib))  # fmt: skip
     entry = {"input": str(path), "output": str(target), "missing_fraction": float(fill.float().mean())}
     entry |= _written(target, result, solve, started, place, info)
     return entry | reference_metrics(result, clean, observed=image, missing=fill)
@@ -132,7 +132,9 @@ def denoise_file(
     clean_reference = read_reference(reference, noisy, path)
     started = time.perf_counter()
     observed = noisy.to(place.device, place.dtype)
-    clean, solve = denoise(observed, level, settings, memory_gib=place.memory_gib, callback=trimming(callback))
+    clean, solve = denoise(
+        observed, level, settings, memory_gib=place.memory_gib, callback=trimming(callback, place.memory_gib)
+    )
     entry = {"input": str(path), "output": str(target), "sigma_255": round(level * 255, 3)}
     entry |= {"sigma_estimated": sigma is None, **_written(target, clean, solve, started, place, info)}
     return entry | reference_metrics(clean, clean_reference, observed=noisy)

@@ -265,7 +265,7 @@ def solve_frames(
             all_grey &= grey
             floats = (volume[:, :1] if grey else volume).to(place.device).to(place.dtype).div_(255)
             restored, result = solve(floats, None if mask is None else mask.to(place.device), reach,
-                                     slice(lead, lead + own), trimming(steps(own)))  # fmt: skip
+                                     slice(lead, lead + own), trimming(steps(own), place.memory_gib))  # fmt: skip
             if writer is None:
                 writer = open_writer(fps)
             own_frames = restored[lead : lead + own]
@@ -277,7 +277,7 @@ def solve_frames(
             behind_mask = mask[kept].clone() if per_frame and reach else None
             done += own
             del volume, floats, restored, chunk
-            release_freed_memory()
+            release_freed_memory(place.memory_gib)
             if callback is not None:
                 callback(Progress(done, total or done, "", math.nan, phase="frames"))
     finally:

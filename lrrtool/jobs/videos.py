@@ -156,7 +156,7 @@ def separate_video(
             poor += [total + t for t in part.poor_frames]
             total += part.mask.shape[0]
             del part  # before the next chunk is decoded
-            release_freed_memory()
+            release_freed_memory(memory_gib)
             total_done[0] = total
             frames_done(total, wanted)
         frames_done(total, total)  # the metadata's count can be an estimate
