@@ -20,10 +20,8 @@ from PIL import Image
 
 def main(source: Path, sigma: float, target: Path) -> None:
     image = np.asarray(Image.open(source)).astype(np.float64) / 255
-    if image.ndim == 3:
-        clean = bm3d.bm3d_rgb(image[..., :3], sigma / 255)
-    else:
-        clean = bm3d.bm3d(image, sigma / 255)
+    colour = image.ndim == 3
+    clean = bm3d.bm3d_rgb(image[..., :3], sigma / 255) if colour else bm3d.bm3d(image, sigma / 255)
     Image.fromarray(np.clip(np.round(clean * 255), 0, 255).astype(np.uint8)).save(target)
 
 

@@ -201,7 +201,8 @@ def group_indices(
                     for _, y, x in batch
                 ]
             )
-            squared = (video[lo:hi] - shifted).square().sum(2)  # (n, frames, H, W)
+            difference = torch.sub(video[lo:hi], shifted, out=shifted).square_()  # in the stack: no new copies
+            squared = difference[:, :, 0] if difference.shape[2] == 1 else difference.sum(2)  # (n, frames, H, W)
             boxes = _grid_box_means(squared.reshape(-1, 1, H, W), patch, stride, extra).reshape(len(batch), -1)
             if (lo, hi) != (f0, f1):  # no frame t + dt: no distance
                 cells = boxes.shape[1] // (hi - lo)
