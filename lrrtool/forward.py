@@ -27,9 +27,11 @@ from torch import Tensor
 from lrrtool.errors import LRRError
 
 
-def soft_threshold(x: Tensor, t: Tensor | float) -> Tensor:
-    r""":math:`\mathrm{sign}(x)\max(|x| - t, 0)`, the proximal map of :math:`t\|\cdot\|_1`."""
-    return x.sign() * (x.abs() - t).clamp_min(0)
+def soft_threshold(x: Tensor, t: float, out: Tensor | None = None) -> Tensor:
+    r""":math:`\mathrm{sign}(x)\max(|x| - t, 0)`, the proximal map of :math:`t\|\cdot\|_1`,
+    as :math:`x - \mathrm{clamp}(x, -t, t)` (the same values, two passes); into ``out``
+    when given (a buffer other than ``x``)."""
+    return torch.sub(x, torch.clamp(x, -t, t, out=out), out=out)
 
 
 class ForwardModel(ABC):

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from lrrtool.core.matfun import gram, small_side
 from lrrtool.errors import LRRError
-from lrrtool.forward import ForwardModel, SparseNoise
+from lrrtool.forward import ForwardModel, SparseNoise, soft_threshold
 from lrrtool.priors import LowRankPrior
 
 
@@ -312,8 +312,7 @@ def robust_pca(
         torch.add(V, Y, alpha=1 / mu, out=A)  # V + Y/mu
         L = prior.prox(torch.sub(A, S, out=B), 1 / mu)
         E = torch.sub(A, L, out=B)
-        threshold = weight / mu
-        S = torch.sub(E, torch.clamp(E, -threshold, threshold, out=S), out=S)  # soft_threshold(E, threshold)
+        S = soft_threshold(E, weight / mu, out=S)
         Z = torch.sub(V, L, out=A).sub_(S)
         Y.add_(Z, alpha=mu)
         mu = min(mu * 1.5, mu_max)

@@ -16,7 +16,7 @@ import torch
 
 from lrrtool.errors import LRRError
 from lrrtool.media.files import atomic_path, check_output
-from lrrtool.media.videos import frame_size, run_ffmpeg, stream_codecs, video_duration
+from lrrtool.media.videos import GBRP_CHANNELS, frame_size, run_ffmpeg, stream_codecs, video_duration
 
 #: libx264's speed preset for the videos ``VideoWriter`` encodes: ``veryfast`` encodes
 #: 720p about 2.8x quicker than the default ``medium`` (measured: 1.97 s against 5.47 s
@@ -29,8 +29,6 @@ X264_CRF = 10
 #: an (H, W, 3) transpose cost 15 ms per 8 720p frames, and the encoded file is the same
 #: bytes.
 PIPE_FORMATS = {1: "gray", 3: "gbrp"}
-#: The (R, G, B) frame's planes in ``gbrp``'s order, each written to the pipe as it is.
-GBRP_ORDER = (1, 2, 0)
 
 
 def _x264_options(preset: str, width: int, height: int) -> list[str]:
@@ -99,7 +97,7 @@ class VideoWriter:
         frames = frames.cpu()
         if self._writer is None:
             self._start_encoder(*frames.shape[1:])
-        order = GBRP_ORDER if frames.shape[1] == 3 else (0,)  # ffmpeg's planar G, B, R: no (H, W, 3) transpose
+        order = GBRP_CHANNELS if frames.shape[1] == 3 else (0,)  # ffmpeg's planar G, B, R: no (H, W, 3) transpose
         for frame in frames.contiguous().numpy():
             try:
                 for channel in order:  # a plane at a time: no reordered copy of the frames

@@ -172,14 +172,15 @@ def _unstage(chunk: torch.Tensor, staged: np.ndarray, filled: int, waiting: int)
     chunk[filled - waiting : filled].copy_(torch.from_numpy(staged[:waiting]).permute(0, 3, 1, 2))
 
 
-#: ffmpeg's planar RGB (``gbrp``) holds the planes G, B, R: the plane of R, G and B.
-GBRP_PLANES = (2, 0, 1)
+#: ffmpeg's planar RGB (``gbrp``) holds the planes G, B, R: the RGB channel of each plane
+#: (read into chunks here, written by :class:`lrrtool.media.VideoWriter`).
+GBRP_CHANNELS = (1, 2, 0)
 
 
 def _put_planes(chunk: torch.Tensor, index: int, planes: np.ndarray) -> None:
     """Copy ffmpeg's ``gbrp`` planes ``(3, H, W)`` into frame ``index`` of ``chunk`` as R, G, B."""
     frame = chunk[index].numpy()
-    for channel, plane in enumerate(GBRP_PLANES):
+    for plane, channel in enumerate(GBRP_CHANNELS):
         frame[channel] = planes[plane]
 
 
@@ -419,11 +420,6 @@ def stream_codecs(source: Path) -> dict[str, list[str]]:
 
 
 def frame_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of a video file's frames."""
-    import imageio.v2 as imageio
-
-    reader = imageio.get_reader(path, format="ffmpeg")
-    try:
-        return tuple(reader.get_meta_data()["size"])
-    finally:
-        reader.close()
+    """``(width, height)`` of a video file's frames (:func:`video_probe`'s reading)."""
+    (_, height, width), _ = video_probe(path)
+    return width, height
