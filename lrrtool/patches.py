@@ -128,7 +128,7 @@ def group_indices(
     select: Tensor | None = None,
     search_step: int = 2,
     core: tuple[int, int, int, int] | None = None,
-    chunk: int = 64,
+    chunk: int = 256,
     temporal: TemporalSearch = OWN_FRAME,
     frames: tuple[int, int] | None = None,
 ) -> Tensor:
@@ -145,8 +145,8 @@ def group_indices(
     others are searched, not grouped).
 
     Exact search, a few offsets at a time: the distance of a reference patch to its
-    shifted copy is a box mean of the squared difference image, summed only at the
-    reference grid (``avg_pool2d`` with the grid's stride), so the cost is
+    shifted copy is a box sum of the squared difference image, summed only at the
+    reference grid (rows, then columns, at the grid's stride), so the cost is
     ``O(offsets * T * H * W)`` for the differences plus ``O(offsets * G * patch^2)`` for
     the windows, and a running top-K keeps memory at ``O(G * (K + chunk))`` beyond the batch.
     """
@@ -175,15 +175,19 @@ def group_indices(
         return torch.zeros((0, k), dtype=torch.long, device=device)
     padded = F.pad(video, (window, window, window, window))
     L = ny * nx
-    reference = rt * L + ry * nx + rx
     extra = (len(y_grid) > len(range(0, ny, stride)), len(x_grid) > len(range(0, nx, stride)))
-    best_distance = torch.full((ry.numel(), 0), float("inf"), dtype=video.dtype, device=device)
-    best_index = torch.zeros((ry.numel(), 0), dtype=torch.long, device=device)
-    # Differences of `pooled` offsets of one frame shift at a time (a stack of about 32 MB
-    # at most); the running top-K merges every `chunk` offsets.
+    whole_grid = bool(keep.all())  # every reference of the frames: no gather of the box sums
+    y_grid, x_grid = y_grid.to(device), x_grid.to(device)
+    # The running top-K keeps each candidate's offset number, not its patch index (made
+    # once at the end): columns [0, filled) hold the best so far, a chunk's land after them.
+    best_distance = torch.empty((ry.numel(), k + chunk), dtype=video.dtype, device=device)
+    best_offset = torch.empty((ry.numel(), k + chunk), dtype=torch.int32, device=device)
+    filled = 0
+    # Differences of `pooled` offsets of one frame shift at a time (about 32 MB at most);
+    # the running top-K merges every `chunk` offsets.
     pooled = int(max(1, min(8, 2**25 // (video.numel() * video.element_size()))))
+    buffer = torch.empty(pooled * video.numel(), dtype=video.dtype, device=device)  # reused: no page faults
     for start in range(0, len(offsets), chunk):
-        distances, indices = [], []
         first = start
         while first < min(start + chunk, len(offsets)):
             dt = offsets[first][0]
@@ -191,52 +195,64 @@ def group_indices(
             while last < min(first + pooled, start + chunk, len(offsets)) and offsets[last][0] == dt:
                 last += 1
             batch = offsets[first:last]
+            numbers = range(first, last)
             first = last
             lo, hi = max(f0, -dt), min(f1, T - dt)  # reference frames whose frame t + dt exists
             if hi <= lo:
                 continue
-            shifted = torch.stack(
-                [
-                    padded[lo + dt : hi + dt, :, window + y : window + y + H, window + x : window + x + W]
-                    for _, y, x in batch
-                ]
-            )
-            difference = torch.sub(video[lo:hi], shifted, out=shifted).square_()  # in the stack: no new copies
-            squared = difference[:, :, 0] if difference.shape[2] == 1 else difference.sum(2)  # (n, frames, H, W)
-            boxes = _grid_box_means(squared.reshape(-1, 1, H, W), patch, stride, extra).reshape(len(batch), -1)
+            difference = buffer[: len(batch) * (hi - lo) * video[0].numel()].view(len(batch), hi - lo, *video.shape[1:])
+            for shifted, (_, y, x) in zip(difference, batch, strict=True):
+                torch.sub(
+                    video[lo:hi],
+                    padded[lo + dt : hi + dt, :, window + y : window + y + H, window + x : window + x + W],
+                    out=shifted,
+                )
+            difference.square_()
+            squared = difference[:, :, 0]  # (n, frames, H, W): the channels summed into the first
+            for channel in range(1, difference.shape[2]):
+                squared += difference[:, :, channel]
+            boxes = _grid_box_sums(squared.reshape(-1, H, W), patch, stride, extra)
+            boxes = boxes.reshape(len(batch), hi - lo, len(y_grid), len(x_grid))
+            # A candidate outside the frame has no distance.
+            shift = torch.tensor([(y, x) for _, y, x in batch], device=device)
+            rows, cols = y_grid + shift[:, :1], x_grid + shift[:, 1:]
+            outside = ((rows < 0) | (rows >= ny))[:, :, None] | ((cols < 0) | (cols >= nx))[:, None, :]
+            boxes.masked_fill_(outside[:, None], float("inf"))
+            if dt == 0:
+                boxes[(shift == 0).all(1)] = -1.0  # the reference first
+            boxes = boxes.reshape(len(batch), -1)
             if (lo, hi) != (f0, f1):  # no frame t + dt: no distance
                 cells = boxes.shape[1] // (hi - lo)
                 boxes = F.pad(boxes, ((lo - f0) * cells, (f1 - hi) * cells), value=float("inf"))
-            distance = boxes[:, cell].mT  # (R, n)
-            shift = torch.tensor([(y, x) for _, y, x in batch], device=device)
-            cy, cx = ry[:, None] + shift[:, 0], rx[:, None] + shift[:, 1]
-            inside = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx) & (rt[:, None] + dt >= 0) & (rt[:, None] + dt < T)
-            distance = distance.masked_fill(~inside, float("inf"))
-            if dt == 0:
-                distance = distance.masked_fill((shift == 0).all(1), -1.0)  # the reference first
-            distances.append(distance)
-            indices.append(torch.where(inside, (rt[:, None] + dt) * L + cy * nx + cx, reference[:, None]))
-        best_distance = torch.cat([best_distance, *distances], 1)
-        best_index = torch.cat([best_index, *indices], 1)
-        if best_distance.shape[1] > k:
-            best_distance, order = best_distance.topk(k, dim=1, largest=False)
-            best_index = best_index.gather(1, order)
-    return best_index
+            columns = slice(filled, filled + len(batch))
+            best_distance[:, columns] = (boxes if whole_grid else boxes[:, cell]).mT
+            best_offset[:, columns] = torch.arange(numbers.start, numbers.stop, dtype=torch.int32, device=device)
+            filled += len(batch)
+        if filled > k:
+            distance, order = best_distance[:, :filled].topk(k, dim=1, largest=False, sorted=False)
+            best_offset[:, :k] = best_offset[:, :filled].gather(1, order)
+            best_distance[:, :k] = distance
+            filled = k
+    order = best_distance[:, :filled].sort(dim=1).indices  # the reference first, then the nearest
+    chosen = best_offset[:, :filled].gather(1, order).long()
+    dt, dy, dx = torch.tensor(offsets, device=device)[chosen].unbind(-1)
+    t, cy, cx = rt[:, None] + dt, ry[:, None] + dy, rx[:, None] + dx
+    inside = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx) & (t >= 0) & (t < T)
+    return torch.where(inside, t * L + cy * nx + cx, (rt * L + ry * nx + rx)[:, None])
 
 
-def _grid_box_means(squared: Tensor, patch: int, stride: int, extra: tuple[bool, bool]) -> Tensor:
-    """Means of ``patch x patch`` windows of ``squared`` ``(n, 1, H, W)`` at the positions of
+def _grid_box_sums(squared: Tensor, patch: int, stride: int, extra: tuple[bool, bool]) -> Tensor:
+    """Sums of ``patch x patch`` windows of ``squared`` ``(n, H, W)`` at the positions of
     :func:`grid_positions` (every ``stride``-th, plus the last one when ``extra`` says so in that
-    direction): ``(n, rows, cols)``. Only the windows read are summed."""
-    out = F.avg_pool2d(squared, patch, stride)
-    if extra[1]:  # the last column of windows
-        out = torch.cat([out, F.avg_pool2d(squared[..., -patch:], patch, (stride, 1))], 3)
+    direction): ``(n, rows, cols)``. Only the windows read are summed, rows first (1.6x
+    quicker than ``avg_pool2d`` on 512x512, patch 6, stride 4)."""
+    rows = squared.unfold(1, patch, stride).sum(-1)  # (n, rows, W)
     if extra[0]:  # the last row of windows
-        row = F.avg_pool2d(squared[..., -patch:, :], patch, (1, stride))
-        if extra[1]:
-            row = torch.cat([row, F.avg_pool2d(squared[..., -patch:, -patch:], patch)], 3)
-        out = torch.cat([out, row], 2)
-    return out[:, 0]
+        rows = torch.cat([rows, squared[:, -patch:].sum(1, keepdim=True)], 1)
+    out = rows.unfold(2, patch, stride).sum(-1)
+    if extra[1]:  # the last column of windows
+        out = torch.cat([out, rows[..., -patch:].sum(2, keepdim=True)], 2)
+    return out
 
 
 def tile_crops(

@@ -76,3 +76,21 @@ def test_eigh_split_across_workers_is_bit_identical(rng):
     assert torch.get_num_threads() == 1  # the workers' own thread setting stays theirs
     with pytest.raises(LRRError, match="workers"):
         workers.set_workers(0)
+
+
+def test_a_width_per_matrix_gives_the_exact_threshold(rng):
+    """Groups of mixed planted rank (0 to 9 of 20) under noise: each solved in the block its
+    width names (too narrow ones redone exactly) matches the exact thresholding, and says
+    what each kept."""
+    ranks = torch.arange(64) % 10
+    clean = torch.stack([torch.randn(30, r, generator=rng) @ torch.randn(r, 20, generator=rng) for r in ranks.tolist()])
+    S = clean + 0.05 * torch.randn(clean.shape, generator=rng)
+    nuclear = f("nuclear")
+    exact_kept: list[torch.Tensor] = []
+    exact = reweighted_threshold(S, nuclear, 1.0, kept=exact_kept)
+    assert set(exact_kept[0].tolist()) == set(range(10))  # the noise is shrunk away, the planted rank kept
+    widths = torch.where(ranks % 3 == 0, 2, ranks + 2)  # a third of them too narrow for what they keep
+    kept: list[torch.Tensor] = []
+    out = reweighted_threshold(S, nuclear, 1.0, subspace=widths, kept=kept)
+    assert torch.equal(kept[0], exact_kept[0])
+    assert torch.allclose(out, exact, atol=2e-4)

@@ -404,3 +404,12 @@ def test_sparse_tiles_sum_what_unfolding_the_whole_crop_sums(monkeypatch, frames
             monkeypatch.setattr(patches, "SPARSE_ROWS", share)
             runs.append((groups.map(estimate, lambda g, _: g * 0.7), groups.average(groups.gather(estimate))))
         assert torch.allclose(runs[0][0], runs[1][0], atol=1e-6) and torch.allclose(runs[0][1], runs[1][1], atol=1e-6)
+
+
+def test_the_reference_leads_its_group_when_every_candidate_is_taken():
+    image = torch.rand(1, 12, 12, generator=torch.Generator().manual_seed(3))
+    index = group_indices(image, patch=3, group=9, stride=2, window=1, search_step=1)  # 9 offsets, 9 taken
+    L = 10 * 10
+    y, x = torch.meshgrid(torch.tensor([0, 2, 4, 6, 8, 9]), torch.tensor([0, 2, 4, 6, 8, 9]), indexing="ij")
+    assert index.shape == (36, 9) and torch.equal(index[:, 0], (y * 10 + x).reshape(-1))
+    assert int(index.max()) < L
