@@ -29,7 +29,7 @@ from torch import Tensor
 from lrrtool.core import LowRankRegularizer
 from lrrtool.core.prox import reweighted_threshold
 from lrrtool.errors import LRRError
-from lrrtool.patches import OWN_FRAME, PatchGroups, TemporalSearch
+from lrrtool.patches import GROUP_BATCH, OWN_FRAME, PatchGroups, TemporalSearch
 
 #: ``progress(done, total)``: parts of a lift's work finished.
 Tick = Callable[[int, int], None]
@@ -101,7 +101,8 @@ class PatchGroupLift(Lift):
     ``K x C p^2`` matrix. Call :meth:`refresh` with a signal before use;
     ``select`` (bool ``(H, W)``, or ``(T, H, W)``) keeps only groups whose reference patch touches it;
     ``tile``: the groups are found and shrunk a tile of ``tile x tile`` reference
-    positions (and ``span`` frames) at a time (None: at once; the result is the same)."""
+    positions (and ``span`` frames) at a time (None: at once; the result is the same), and
+    ``batch`` groups at a time within it."""
 
     centred = True
 
@@ -117,9 +118,10 @@ class PatchGroupLift(Lift):
         tile: int | None = None,
         temporal: TemporalSearch = OWN_FRAME,
         span: int | None = None,
+        batch: int = GROUP_BATCH,
     ) -> None:
         self.options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
-        self.options |= {"temporal": temporal, "span": span}
+        self.options |= {"temporal": temporal, "span": span, "batch": batch}
         self.tile = tile
         self.select = select
         self.groups: PatchGroups | None = None

@@ -61,11 +61,12 @@ def patch_tile(
     search_step: int,
     select: Tensor | None = None,
     temporal: TemporalSearch = OWN_FRAME,
+    batch: int = GROUP_BATCH,
 ) -> int | None:
     """The tile side of a patch-group lift on ``image`` ``(C, H, W)`` (or a video ``(T, C, H,
     W)`` searched in other frames as ``temporal`` says) within ``memory_gib`` (None: no budget, one
-    tile), where the task holds ``buffers`` signal-sized tensors.
-    Raises ``LRRError`` (parameter ``memory_gib``) when the budget cannot hold the work."""
+    tile), where the task holds ``buffers`` signal-sized tensors and shrinks ``batch`` groups
+    at a time. Raises ``LRRError`` (parameter ``memory_gib``) when the budget cannot hold the work."""
     if memory_gib is None:
         return None
     C, H, W = image.shape[-3:]
@@ -77,7 +78,7 @@ def patch_tile(
     groups = reference_count(image.shape, patch=patch, stride=stride, select=select)
     fixed = RUNTIME_GIB * 2**30 + (buffers * C * size + 3 * 4) * frames * H * W + groups * K * 4
     options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
-    options["temporal"] = temporal
+    options |= {"temporal": temporal, "batch": batch}
     need = fixed + workers() * tile_memory(C, MIN_TILE_STRIDES * stride, itemsize=size, frames=crop_frames, **options)
     if need > memory_gib * 2**30:
         what = f"{frames} frames of {W}x{H}" if image.ndim == 4 else f"a {W}x{H} image"
@@ -89,6 +90,29 @@ def patch_tile(
     crop = (crop_frames, *image.shape[-3:]) if image.ndim == 4 else image.shape
     budget = int(memory_gib * (1 - HEADROOM) * 2**30 - fixed)
     return plan_tile(crop, budget=budget, workers=workers(), itemsize=size, **options)
+
+
+#: Time of shrinking groups ``batch`` at a time against 1024 (a 600x600 colour crop, 6
+#: steps, two workers: 1024 24.6 s, 256 27.2 s; 512 measured between).
+BATCH_COST = {GROUP_BATCH: 1.0, 512: 1.04, 256: 1.1}
+
+
+def patch_plan(image: Tensor, memory_gib: float | None, **options) -> tuple[int | None, int]:
+    """``(tile, batch)`` for :func:`patch_tile`'s arguments: the tile side and the groups shrunk
+    at once that cost least within the budget. A tight budget (a 12 MP photo in 2 GiB
+    leaves tiles of about 100 reference positions a side for batches of 1024) makes
+    tiles whose crops are mostly margin: a tile reads ``window + patch`` positions beyond
+    each side, so its block matching works on ``((side + 2 window + patch) / side)^2``
+    times its own area (1.8x at 104, against 1.1 at 736). Smaller batches leave room for
+    larger tiles; each plan is costed as that margin times :data:`BATCH_COST`."""
+    margin = 2 * (options.get("temporal") or OWN_FRAME).extent(options["window"]) + options["patch"]
+
+    def cost(plan: tuple[int | None, int]) -> float:
+        tile, batch = plan
+        return (1.0 if tile is None else ((tile + margin) / tile) ** 2) * BATCH_COST[batch]
+
+    plans = [(patch_tile(image, memory_gib, batch=batch, **options), batch) for batch in BATCH_COST]
+    return min(plans, key=cost)
 
 
 #: Group-sized tensors that Adam's graph keeps for every group (gathered, centred, the
@@ -137,10 +161,11 @@ def tile_memory(
     itemsize: int,
     frames: int = 1,
     temporal: TemporalSearch = OWN_FRAME,
+    batch: int = GROUP_BATCH,
 ) -> int:
     """Bytes one worker needs for a tile of ``side x side`` reference positions (in each of
-    ``frames`` frames): the larger of finding its groups and shrinking them
-    :data:`GROUP_BATCH` at a time.
+    ``frames`` frames): the larger of finding its groups and shrinking them ``batch`` at a
+    time.
 
     Measured by the process's peak (``VmHWM``) around finding the groups of, and one prox
     on, whole 256x256 and 512x512 images (colour K 64 and 32, grey K 48), and rounded
@@ -153,7 +178,7 @@ def tile_memory(
     groups = (-(-side // stride)) ** 2 * frames
     crop = (side + 2 * window + patch) ** 2 * frames
     finding = groups * 100 * (K + 64) + crop * channels * itemsize * 40
-    shrinking = min(groups, GROUP_BATCH) * 6 * K * D * itemsize + 2 * crop * D * itemsize
+    shrinking = min(groups, batch) * 6 * K * D * itemsize + 2 * crop * D * itemsize
     return max(finding, shrinking)
 
 
@@ -176,6 +201,7 @@ def plan_tile(
     search_step: int,
     itemsize: int,
     temporal: TemporalSearch = OWN_FRAME,
+    batch: int = GROUP_BATCH,
 ) -> int | None:
     """The tile side (reference positions, a multiple of ``stride``) for an image of
     ``shape`` ``(C, H, W)``: the largest whose ``workers`` tiles fit in ``budget`` bytes
@@ -186,7 +212,7 @@ def plan_tile(
     C, H, W = shape[-3:]
     frames = shape[0] if len(shape) == 4 else 1
     options = {"patch": patch, "group": group, "stride": stride, "window": window, "search_step": search_step}
-    options |= {"frames": frames, "temporal": temporal}
+    options |= {"frames": frames, "temporal": temporal, "batch": batch}
 
     def fits(side: int) -> bool:
         return workers * tile_memory(C, side, itemsize=itemsize, **options) <= budget

@@ -38,11 +38,11 @@ from torch import Tensor
 
 from lrrtool.errors import LRRError
 from lrrtool.forward import GaussianNoise
-from lrrtool.patches import PatchGroups
+from lrrtool.patches import GROUP_BATCH, PatchGroups
 from lrrtool.priors import LowRankPrior, PatchGroupLift, noise_threshold
 from lrrtool.settings import TaskSettings, patch_options
 from lrrtool.solvers import PIXEL_BOUNDS, Callback, SolveResult, adam, proximal_gradient
-from lrrtool.tasks.budget import check_whole_groups, frame_span, patch_tile
+from lrrtool.tasks.budget import check_whole_groups, frame_span, patch_plan
 from lrrtool.tasks.temporal import camera_search, frame_shifts
 
 #: Patch side and group size by image kind when neither the user nor the preset sets
@@ -192,12 +192,12 @@ def denoise(
     options = patch_options(s)
     if noisy.ndim == 4 and s.reach:
         options["temporal"] = camera_search(frame_shifts(noisy), s.reach, s.frame_window)
+    tile, batch = None, GROUP_BATCH
     if s.solver == "threshold":
-        tile = patch_tile(noisy, memory_gib, buffers=DENOISE_BUFFERS, **options)
+        tile, batch = patch_plan(noisy, memory_gib, buffers=DENOISE_BUFFERS, **options)
     else:
         check_whole_groups(noisy, memory_gib, solver="adam", **options)
-        tile = None
-    lift = PatchGroupLift(tile=tile, span=frame_span(noisy), **options)
+    lift = PatchGroupLift(tile=tile, span=frame_span(noisy), batch=batch, **options)
     prior = LowRankPrior(s.regularizer(), lift, subspace=bool(s.subspace))
     if s.solver == "threshold":
         clean, result = proximal_gradient(
