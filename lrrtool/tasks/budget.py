@@ -170,7 +170,8 @@ def tile_memory(
     Measured by the process's peak (``VmHWM``) around finding the groups of, and one prox
     on, whole 256x256 and 512x512 images (colour K 64 and 32, grey K 48), and rounded
     up: finding, about ``100 (K + 64)`` bytes per group (the running top-K and the distances
-    of a chunk of offsets) and 40 values per crop pixel and channel (shifted copies);
+    of a chunk of offsets; since the top-K keeps offset numbers in two reused buffers,
+    ``8 (K + 256)`` bytes, so an upper bound) and 40 values per crop pixel and channel (shifted copies);
     shrinking, ``6 K D`` values per group of a batch and two ``L x D`` buffers of the crop."""
     K = group_size(group, window, search_step, temporal)
     window = temporal.extent(window)
