@@ -252,9 +252,9 @@ def subspace_widths(kept: Tensor, side: int) -> Tensor:
     exactly, so a block that misses costs more than one ``eigh``.
 
     Groups keep few values, and how many varies much (denoise, 512x512 camera, sigma 25:
-    from the third step half the groups keep none and 10 % keep 11-16 of 36): a width per
-    group, not one for all (the 90th percentile, until the ninth session), makes a
-    denoising step's shrinkage about twice as quick."""
+    from the third step half the groups keep none and 10 % keep 11-16 of 36; a width per
+    group, not one for all (the 90th percentile, until the ninth session), took ``eigh``
+    and QR from 7.2 to 4.0 s on that image, one thread)."""
     widths = kept + WIDTH_MARGIN
     return widths.masked_fill(widths > WIDTH_SHARE * side, side)
 

@@ -13,7 +13,7 @@ from lrrtool.errors import LRRError
 from lrrtool.patches import PatchGroups, tile_crops
 from lrrtool.priors import LowRankPrior, PatchGroupLift
 from lrrtool.solvers import Progress
-from lrrtool.tasks.budget import patch_tile, plan_tile, reference_count, tile_memory
+from lrrtool.tasks.budget import patch_plan, patch_tile, plan_tile, reference_count, tile_memory
 from lrrtool.tasks.denoise import denoise
 from lrrtool.tasks.inpaint import InpaintSettings, inpaint
 from lrrtool.tasks.starts import PIECE, biharmonic_fill, hole_regions, start_by_region
@@ -97,6 +97,22 @@ def test_budget_sizes_the_tiles_and_refuses_what_cannot_fit():
         denoise(torch.rand(1, 40, 40), 0.1, memory_gib=0.3)
     with pytest.raises(LRRError, match="holds every patch group"):
         inpaint(big, torch.rand(600, 800) < 0.5, InpaintSettings(solver="adam"), memory_gib=0.6)
+
+
+def test_a_tight_budget_trades_a_smaller_batch_for_larger_tiles():
+    """A 12 MP photo in 2 GiB: batches of 1024 leave tiles of about 100 positions, mostly
+    search margin; the plan takes a smaller batch for tiles twice as wide. With room to
+    spare it keeps the batch of 1024 and the tile of before."""
+    options = {"buffers": 7, "patch": 5, "group": 64, "stride": 4, "window": 15, "search_step": 1}
+    try:
+        workers.set_workers(2)
+        photo = torch.empty(3, 3024, 4032)
+        tile, batch = patch_plan(photo, 2.0, **options)
+        assert batch < 1024 and tile >= 2 * patch_tile(photo, 2.0, **options)
+        small = torch.empty(3, 1000, 1000)
+        assert patch_plan(small, 2.0, **options) == (patch_tile(small, 2.0, **options), 1024)
+    finally:
+        workers.set_workers(None)
 
 
 def test_holes_apart_are_regions_and_solved_as_one_system(rng):

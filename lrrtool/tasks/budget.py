@@ -111,7 +111,14 @@ def patch_plan(image: Tensor, memory_gib: float | None, **options) -> tuple[int 
         tile, batch = plan
         return (1.0 if tile is None else ((tile + margin) / tile) ** 2) * BATCH_COST[batch]
 
-    plans = [(patch_tile(image, memory_gib, batch=batch, **options), batch) for batch in BATCH_COST]
+    plans, refusal = [], None
+    for batch in BATCH_COST:
+        try:
+            plans.append((patch_tile(image, memory_gib, batch=batch, **options), batch))
+        except LRRError as error:  # the smallest batch needs the least: its refusal is the one said
+            refusal = error
+    if not plans:
+        raise refusal
     return min(plans, key=cost)
 
 
