@@ -195,7 +195,6 @@ def group_indices(
             while last < min(first + pooled, start + chunk, len(offsets)) and offsets[last][0] == dt:
                 last += 1
             batch = offsets[first:last]
-            numbers = range(first, last)
             first = last
             lo, hi = max(f0, -dt), min(f1, T - dt)  # reference frames whose frame t + dt exists
             if hi <= lo:
@@ -226,7 +225,7 @@ def group_indices(
                 boxes = F.pad(boxes, ((lo - f0) * cells, (f1 - hi) * cells), value=float("inf"))
             columns = slice(filled, filled + len(batch))
             best_distance[:, columns] = (boxes if whole_grid else boxes[:, cell]).mT
-            best_offset[:, columns] = torch.arange(numbers.start, numbers.stop, dtype=torch.int32, device=device)
+            best_offset[:, columns] = torch.arange(last - len(batch), last, dtype=torch.int32, device=device)
             filled += len(batch)
         if filled > k:
             distance, order = best_distance[:, :filled].topk(k, dim=1, largest=False, sorted=False)
