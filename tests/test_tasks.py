@@ -59,6 +59,20 @@ def test_inpaint_block_improves_over_zero_fill_and_keeps_observed_pixels(solver)
     assert result.iterations >= 1
 
 
+def test_the_subspace_step_fills_as_the_exact_step_does():
+    """Inpainting's default shrinks each group on its largest singular pairs only (a
+    width per group, misses redone exactly): the fill is the exact step's to within the
+    subspace iteration's accuracy."""
+    image = _image(6, size=64).clamp(0, 1)
+    fill = torch.rand(64, 64, generator=torch.Generator().manual_seed(7)) < 0.3
+    observed = image.masked_fill(fill, 0)
+    assert InpaintSettings().resolved().subspace
+    fast, _ = inpaint(observed, fill)
+    exact, _ = inpaint(observed, fill, InpaintSettings(subspace=False))
+    assert (fast - exact).abs().max() < 5e-3
+    assert abs(psnr(fast, image, fill) - psnr(exact, image, fill)) < 0.01
+
+
 def test_low_rank_refinement_beats_its_biharmonic_start_on_repeated_texture():
     """Stripes repeat, so similar patches exist: the patch prior must add to biharmonic."""
     image = _image(4, size=64).clamp(0, 1)
