@@ -76,7 +76,7 @@ def test_ctrl_c_stops_a_ray_batch_with_exit_130_and_no_output(tmp_path):
     while not _tasks_running() and time.perf_counter() - waited < 20:  # Ray started, a task running
         time.sleep(0.2)
     time.sleep(1)
-    assert process.poll() is None
+    assert process.poll() is None, process.stderr.read()
     sent = time.perf_counter()
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=30) == 130

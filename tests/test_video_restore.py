@@ -1,5 +1,6 @@
 """Video inpainting and denoising: groups across frames, the temporal start, clips in and out."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from lrrtool.cli import app
 from lrrtool.errors import LRRError
 from lrrtool.metrics import psnr
 from lrrtool.patches import PatchGroups, TemporalSearch, all_patches, group_indices
-from lrrtool.tasks.denoise import DenoiseSettings, denoise
+from lrrtool.tasks.denoise import DenoiseSettings, denoise, frame_cubes, from_cubes
 from lrrtool.tasks.inpaint import InpaintSettings, inpaint
 from lrrtool.tasks.temporal import camera_search, frame_shifts, temporal_start
 from tests.test_jobs import clip_with_audio, streams
@@ -182,6 +183,28 @@ def test_a_noisy_still_clip_denoises_better_than_its_frames_alone():
     alone = torch.stack([denoise(f, 25 / 255, DenoiseSettings(iters=2))[0] for f in noisy])
     assert clean.shape == noisy.shape
     assert psnr(clean, video) > psnr(alone, video) + 2.0, (psnr(clean, video), psnr(alone, video))
+
+
+def test_a_grey_clips_patches_span_two_frames_that_follow_the_camera():
+    """``depth``: a grey clip's patches span two frames, as BM4D's cubes do. The second
+    frame of a cube is moved by the camera's shift, so on a pan both hold the same place;
+    the cubes come back to the frames exactly; and a noisy still clip denoises better with
+    them than with patches of one frame."""
+    clip = panned(6, 24, 32, 2).mean(1, keepdim=True)
+    shifts = frame_shifts(clip)
+    assert shifts[:, 1].tolist() == [0, -2, -4, -6, -8, -10]
+    cubes = frame_cubes(clip, shifts, 2)
+    assert cubes.shape == (6, 2, 24, 32)
+    assert torch.equal(cubes[:-1, 1, :, 2:], cubes[:-1, 0, :, 2:])  # the place the camera took
+    for depth in (1, 2, 3):
+        assert torch.allclose(from_cubes(frame_cubes(clip, shifts, depth), shifts, depth), clip, atol=1e-6)
+    assert [DenoiseSettings().for_image(c, frames=f).depth for c, f in ((1, 5), (3, 5), (1, 0))] == [2, 1, 1]
+    frame = texture(40, 40, seed=3).mean(0, keepdim=True)
+    video = frame.expand(8, 1, 40, 40)
+    noisy = (video + 25 / 255 * torch.randn(video.shape, generator=torch.Generator().manual_seed(4))).clamp(0, 1)
+    cubes, _ = denoise(noisy, 25 / 255, QUICK_DENOISE)
+    flat, _ = denoise(noisy, 25 / 255, replace(QUICK_DENOISE, depth=1))
+    assert psnr(cubes, video) > psnr(flat, video) + 0.2, (psnr(cubes, video), psnr(flat, video))  # 29.70 vs 29.33
 
 
 def test_video_defaults_leave_what_the_user_sets():

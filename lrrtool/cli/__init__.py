@@ -344,7 +344,8 @@ def denoise(
 
     A clip (a video file, or a folder of frames) is denoised with groups of 64 searched in
     a 15x15 window in each frame and a 7x7 one in the --reach (4) frames before and after
-    it (a grey clip: groups of 96, a 5x5 window in 9 frames each way), centred where the
+    it (a grey clip: groups of 96 of 5x5 patches that span two frames, a 5x5 window in 9
+    frames each way), centred where the
     camera's motion takes the patch, 6 steps; a video gives NAME.denoised.mp4 (same size, rate, frames and audio), a
     folder a folder of PNG frames with the same names.
     """

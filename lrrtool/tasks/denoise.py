@@ -24,8 +24,10 @@ their mean patch (all channels of a patch form one vector). Two solvers:
 A video ``(T, C, H, W)`` is denoised the same way, its groups searched in the ``reach``
 frames before and after each reference's own as well (:mod:`lrrtool.patches`): a still
 scene gives each group the same patch under ``2 reach + 1`` noise draws, a moving one
-finds it where it moved within the window. ``DenoiseSettings.video_defaults`` are the
-settings a video takes where neither the user nor the preset sets them.
+finds it where it moved within the window. A grey clip's patches span two frames
+(``depth``, :func:`frame_cubes`: cubes that follow the camera, as BM4D's span frames).
+``DenoiseSettings.video_defaults`` are the settings a video takes where neither the user
+nor the preset sets them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import statistics
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lrrtool.errors import LRRError
@@ -59,7 +63,8 @@ class DenoiseSettings(TaskSettings):
     :class:`lrrtool.priors.LowRankPrior`) belong to ``threshold``; ``lr`` and ``estimator`` to ``adam``.
     ``stride`` is the step of the reference-patch grid, ``window`` the search radius,
     ``reach`` the frames searched each way in a video (0 in an image), ``frame_window``
-    the search radius in those other frames (None: ``window``)."""
+    the search radius in those other frames (None: ``window``), ``depth`` the frames
+    each patch of a video spans (:func:`frame_cubes`; 1 in an image)."""
 
     solver: str | None = None
     patch: int | None = None
@@ -74,6 +79,7 @@ class DenoiseSettings(TaskSettings):
     subspace: bool | None = None
     reach: int | None = None
     frame_window: int | None = None
+    depth: int | None = None
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
     # Neighbouring frames supply most of a group: more frames, searched close to where the
@@ -87,8 +93,13 @@ class DenoiseSettings(TaskSettings):
     # A grey clip (a quarter of a colour clip's work per group) affords more frames, searched
     # where the camera's motion takes the patch: vtest grey sigma 25 32.82 -> 33.20 dB,
     # vtest-pan grey sigma 20 34.23 -> 34.71 (BM4D 34.23 and 34.48; 1.35x the time, still
-    # under BM4D's; reach 6 with groups of 80: 33.02 and 34.50).
-    grey_video_defaults: ClassVar[dict[str, object]] = {"reach": 9, "frame_window": 2, "group": 96}
+    # under BM4D's; reach 6 with groups of 80: 33.02 and 34.50). Patches of 5x5 over two
+    # frames (frame_cubes), as BM4D's cubes span frames: vtest 33.17 -> 33.91 dB, the pan
+    # 34.72 -> 35.59 (another noise draw; 1.45-1.52x the time; 4x4x2: +0.38 dB on vtest
+    # at 0.97x; not aligned with the camera, the pan lost 0.52 dB).
+    grey_video_defaults: ClassVar[dict[str, object]] = {
+        "reach": 9, "frame_window": 2, "group": 96, "depth": 2, "patch": 5
+    }  # fmt: skip
     _lift: ClassVar[dict[str, object]] = {"stride": 4, "window": 15}
     defaults: ClassVar[dict[str, dict[str, object]]] = {
         "threshold": {
@@ -118,7 +129,9 @@ class DenoiseSettings(TaskSettings):
         **dict.fromkeys(("regroup_every", "feedback", "rescale", "refine", "subspace"), ("threshold",)),
         **dict.fromkeys(("lr", "estimator"), ("adam",)),
     }
-    counts: ClassVar[tuple[str, ...]] = ("iters", "patch", "group", "stride", "window", "search_step", "regroup_every")
+    counts: ClassVar[tuple[str, ...]] = (
+        "iters", "patch", "group", "stride", "window", "search_step", "regroup_every", "depth"
+    )  # fmt: skip
     nonnegative: ClassVar[tuple[str, ...]] = ("lam", "feedback", "rescale", "refine", "reach", "frame_window")
 
     def for_video(self, grey: bool = False) -> DenoiseSettings:
@@ -132,7 +145,10 @@ class DenoiseSettings(TaskSettings):
         image, reach 0)."""
         s = (self.for_video(grey=channels == 1) if frames else self).resolved()
         kind = IMAGE_DEFAULTS["grey" if channels == 1 else "colour"]
-        return replace(s, patch=s.patch or kind["patch"], group=s.group or kind["group"], reach=s.reach or 0)
+        return replace(
+            s, patch=s.patch or kind["patch"], group=s.group or kind["group"], reach=s.reach or 0,
+            depth=(s.depth or 1) if frames else 1,
+        )  # fmt: skip
 
 
 #: Image-sized tensors the threshold solver holds at once (input, estimate, gradient step,
@@ -185,13 +201,26 @@ def denoise(
     """
     if noisy.ndim not in (3, 4):
         raise LRRError(f"expected an image (C, H, W) or a video (T, C, H, W), got {tuple(noisy.shape)}")
-    forward = GaussianNoise(noisy, sigma)
     s = settings.for_image(noisy.shape[-3], noisy.shape[0] if noisy.ndim == 4 else 0)
     if min(noisy.shape[-2:]) < s.patch:
         raise LRRError(f"the image ({noisy.shape[-1]}x{noisy.shape[-2]}) is smaller than one patch")
     options = patch_options(s)
+    shifts = frame_shifts(noisy) if noisy.ndim == 4 and (s.reach or s.depth > 1) else None
+    depth = min(s.depth, noisy.shape[0]) if noisy.ndim == 4 else 1
+    if depth > 1:
+        clean, result = _denoise(frame_cubes(noisy, shifts, depth), sigma, s, options, shifts, memory_gib, callback)
+        return from_cubes(clean, shifts, depth).clamp(0, 1), result
+    clean, result = _denoise(noisy, sigma, s, options, shifts, memory_gib, callback)
+    return clean.clamp(0, 1), result
+
+
+def _denoise(noisy: Tensor, sigma: float, s: DenoiseSettings, options: dict, shifts: Tensor | None,
+             memory_gib: float | None, callback: Callback | None) -> tuple[Tensor, SolveResult]:  # fmt: skip
+    """:func:`denoise`'s solve of ``noisy`` (an image, a video or its :func:`frame_cubes`) with
+    the resolved settings ``s``; ``shifts`` the camera's (:func:`frame_shifts`) or None."""
+    forward = GaussianNoise(noisy, sigma)
     if noisy.ndim == 4 and s.reach:
-        options["temporal"] = camera_search(frame_shifts(noisy), s.reach, s.frame_window)
+        options["temporal"] = camera_search(shifts, s.reach, s.frame_window)
     tile, batch = None, GROUP_BATCH
     if s.solver == "threshold":
         tile, batch = patch_plan(noisy, memory_gib, buffers=DENOISE_BUFFERS, **options)
@@ -220,7 +249,54 @@ def denoise(
             bounds=PIXEL_BOUNDS, callback=callback,
         )  # fmt: skip
     result.details["tile"] = tile  # reference positions a side; None: one tile
-    return clean.clamp(0, 1), result
+    return clean, result
+
+
+def _shifted(frames: Tensor, offset: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """``frames`` ``(..., H, W)`` read at ``p + offset``: ``out[..., y, x] = frames[..., y +
+    dy, x + dx]``, the border repeated where that falls outside; and where it does not
+    (bool ``(H, W)``)."""
+    (dy, dx), (H, W) = offset, frames.shape[-2:]
+    pad = max(abs(dy), abs(dx))
+    if pad == 0:
+        return frames, torch.ones(H, W, dtype=torch.bool, device=frames.device)
+    flat = frames.reshape(-1, 1, H, W)
+    padded = F.pad(flat, (pad, pad, pad, pad), mode="replicate")
+    out = padded[..., pad + dy : pad + dy + H, pad + dx : pad + dx + W].reshape(frames.shape)
+    ys, xs = torch.arange(H, device=frames.device) + dy, torch.arange(W, device=frames.device) + dx
+    inside = ((ys >= 0) & (ys < H))[:, None] & ((xs >= 0) & (xs < W))[None, :]
+    return out, inside
+
+
+def frame_cubes(video: Tensor, shifts: Tensor, depth: int) -> Tensor:
+    r"""Patches that span ``depth`` frames, as BM4D's cubes do: the video ``(T, C, H, W)`` as
+    ``T`` frames of ``depth C`` channels, frame ``t`` holding frames ``t, ..., t + depth - 1``
+    (the last frame repeated past the end), each moved by the camera's motion since frame
+    ``t`` (``shifts`` ``(T, 2)``, :func:`frame_shifts`): a patch of it is a patch of frame
+    ``t`` and where the camera took it in the next frames. A still scene's cube is one
+    place under ``depth`` noise draws."""
+    T = video.shape[0]
+    parts = []
+    for t in range(T):
+        later = [min(t + j, T - 1) for j in range(depth)]
+        parts.append(torch.cat([_shifted(video[k], tuple((shifts[k] - shifts[t]).tolist()))[0] for k in later]))
+    return torch.stack(parts)
+
+
+def from_cubes(cubes: Tensor, shifts: Tensor, depth: int) -> Tensor:
+    """The video ``(T, C, H, W)`` whose :func:`frame_cubes` are ``cubes``: each frame the mean
+    of its estimates in the cubes that hold it (its own and up to ``depth - 1`` before it),
+    each moved back; a cube that held a repeated border instead of a pixel does not count
+    for it."""
+    T, C = cubes.shape[0], cubes.shape[1] // depth
+    total, count = torch.zeros_like(cubes[:, :C]), cubes.new_zeros(T, 1, *cubes.shape[-2:])
+    for t in range(T):
+        for j in range(depth):
+            if t + j < T:
+                back, seen = _shifted(cubes[t, j * C : (j + 1) * C], tuple((shifts[t] - shifts[t + j]).tolist()))
+                total[t + j] += back * seen
+                count[t + j] += seen
+    return total / count
 
 
 def _remaining_noise_schedule(forward: GaussianNoise, prior: LowRankPrior, s: DenoiseSettings):
