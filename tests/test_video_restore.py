@@ -14,9 +14,9 @@ from lrrtool.cli import app
 from lrrtool.errors import LRRError
 from lrrtool.metrics import psnr
 from lrrtool.patches import PatchGroups, TemporalSearch, all_patches, group_indices
-from lrrtool.tasks.denoise import DenoiseSettings, denoise, frame_cubes, from_cubes
+from lrrtool.tasks.denoise import DenoiseSettings, denoise
 from lrrtool.tasks.inpaint import InpaintSettings, inpaint
-from lrrtool.tasks.temporal import camera_search, frame_shifts, temporal_start
+from lrrtool.tasks.temporal import camera_search, frame_cubes, frame_shifts, from_cubes, temporal_start
 from tests.test_jobs import clip_with_audio, streams
 
 QUICK_DENOISE = DenoiseSettings(iters=2, group=16, window=4)

@@ -25,9 +25,9 @@ A video ``(T, C, H, W)`` is denoised the same way, its groups searched in the ``
 frames before and after each reference's own as well (:mod:`lrrtool.patches`): a still
 scene gives each group the same patch under ``2 reach + 1`` noise draws, a moving one
 finds it where it moved within the window. A grey clip's patches span two frames
-(``depth``, :func:`frame_cubes`: cubes that follow the camera, as BM4D's span frames).
-``DenoiseSettings.video_defaults`` are the settings a video takes where neither the user
-nor the preset sets them.
+(``depth``, :func:`lrrtool.tasks.temporal.frame_cubes`: cubes that follow the camera, as
+BM4D's span frames). ``DenoiseSettings.video_defaults`` are the settings a video takes
+where neither the user nor the preset sets them.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ import statistics
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lrrtool.errors import LRRError
@@ -47,7 +45,7 @@ from lrrtool.priors import LowRankPrior, PatchGroupLift, noise_threshold
 from lrrtool.settings import TaskSettings, patch_options
 from lrrtool.solvers import PIXEL_BOUNDS, Callback, SolveResult, adam, proximal_gradient
 from lrrtool.tasks.budget import check_whole_groups, frame_span, patch_plan
-from lrrtool.tasks.temporal import camera_search, frame_shifts
+from lrrtool.tasks.temporal import camera_search, frame_cubes, frame_shifts, from_cubes
 
 #: Patch side and group size by image kind when neither the user nor the preset sets
 #: them: ``D = C p^2`` = 36 (grey) and 75 (colour); measured best (``bench/denoise.py``).
@@ -64,7 +62,8 @@ class DenoiseSettings(TaskSettings):
     ``stride`` is the step of the reference-patch grid, ``window`` the search radius,
     ``reach`` the frames searched each way in a video (0 in an image), ``frame_window``
     the search radius in those other frames (None: ``window``), ``depth`` the frames
-    each patch of a video spans (:func:`frame_cubes`; 1 in an image)."""
+    each patch of a video spans (:func:`lrrtool.tasks.temporal.frame_cubes`; 1 in an
+    image)."""
 
     solver: str | None = None
     patch: int | None = None
@@ -205,22 +204,25 @@ def denoise(
     if min(noisy.shape[-2:]) < s.patch:
         raise LRRError(f"the image ({noisy.shape[-1]}x{noisy.shape[-2]}) is smaller than one patch")
     options = patch_options(s)
-    shifts = frame_shifts(noisy) if noisy.ndim == 4 and (s.reach or s.depth > 1) else None
     depth = min(s.depth, noisy.shape[0]) if noisy.ndim == 4 else 1
-    if depth > 1:
-        clean, result = _denoise(frame_cubes(noisy, shifts, depth), sigma, s, options, shifts, memory_gib, callback)
-        return from_cubes(clean, shifts, depth).clamp(0, 1), result
-    clean, result = _denoise(noisy, sigma, s, options, shifts, memory_gib, callback)
+    if noisy.ndim == 4 and (s.reach or depth > 1):
+        shifts = frame_shifts(noisy)
+        if s.reach:
+            options["temporal"] = camera_search(shifts, s.reach, s.frame_window)
+        if depth > 1:  # the clip of cubes has the clip's frames, so the same search
+            clean, result = _denoise(frame_cubes(noisy, shifts, depth), sigma, s, options, memory_gib, callback)
+            return from_cubes(clean, shifts, depth).clamp(0, 1), result
+    clean, result = _denoise(noisy, sigma, s, options, memory_gib, callback)
     return clean.clamp(0, 1), result
 
 
-def _denoise(noisy: Tensor, sigma: float, s: DenoiseSettings, options: dict, shifts: Tensor | None,
-             memory_gib: float | None, callback: Callback | None) -> tuple[Tensor, SolveResult]:  # fmt: skip
-    """:func:`denoise`'s solve of ``noisy`` (an image, a video or its :func:`frame_cubes`) with
-    the resolved settings ``s``; ``shifts`` the camera's (:func:`frame_shifts`) or None."""
+def _denoise(
+    noisy: Tensor, sigma: float, s: DenoiseSettings, options: dict, memory_gib: float | None, callback: Callback | None
+) -> tuple[Tensor, SolveResult]:
+    """:func:`denoise`'s solve of ``noisy`` (an image, a video, or a video's
+    :func:`lrrtool.tasks.temporal.frame_cubes`) with the resolved settings ``s`` and the
+    lift's ``options``; not clamped."""
     forward = GaussianNoise(noisy, sigma)
-    if noisy.ndim == 4 and s.reach:
-        options["temporal"] = camera_search(shifts, s.reach, s.frame_window)
     tile, batch = None, GROUP_BATCH
     if s.solver == "threshold":
         tile, batch = patch_plan(noisy, memory_gib, buffers=DENOISE_BUFFERS, **options)
@@ -250,53 +252,6 @@ def _denoise(noisy: Tensor, sigma: float, s: DenoiseSettings, options: dict, shi
         )  # fmt: skip
     result.details["tile"] = tile  # reference positions a side; None: one tile
     return clean, result
-
-
-def _shifted(frames: Tensor, offset: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """``frames`` ``(..., H, W)`` read at ``p + offset``: ``out[..., y, x] = frames[..., y +
-    dy, x + dx]``, the border repeated where that falls outside; and where it does not
-    (bool ``(H, W)``)."""
-    (dy, dx), (H, W) = offset, frames.shape[-2:]
-    pad = max(abs(dy), abs(dx))
-    if pad == 0:
-        return frames, torch.ones(H, W, dtype=torch.bool, device=frames.device)
-    flat = frames.reshape(-1, 1, H, W)
-    padded = F.pad(flat, (pad, pad, pad, pad), mode="replicate")
-    out = padded[..., pad + dy : pad + dy + H, pad + dx : pad + dx + W].reshape(frames.shape)
-    ys, xs = torch.arange(H, device=frames.device) + dy, torch.arange(W, device=frames.device) + dx
-    inside = ((ys >= 0) & (ys < H))[:, None] & ((xs >= 0) & (xs < W))[None, :]
-    return out, inside
-
-
-def frame_cubes(video: Tensor, shifts: Tensor, depth: int) -> Tensor:
-    r"""Patches that span ``depth`` frames, as BM4D's cubes do: the video ``(T, C, H, W)`` as
-    ``T`` frames of ``depth C`` channels, frame ``t`` holding frames ``t, ..., t + depth - 1``
-    (the last frame repeated past the end), each moved by the camera's motion since frame
-    ``t`` (``shifts`` ``(T, 2)``, :func:`frame_shifts`): a patch of it is a patch of frame
-    ``t`` and where the camera took it in the next frames. A still scene's cube is one
-    place under ``depth`` noise draws."""
-    T = video.shape[0]
-    parts = []
-    for t in range(T):
-        later = [min(t + j, T - 1) for j in range(depth)]
-        parts.append(torch.cat([_shifted(video[k], tuple((shifts[k] - shifts[t]).tolist()))[0] for k in later]))
-    return torch.stack(parts)
-
-
-def from_cubes(cubes: Tensor, shifts: Tensor, depth: int) -> Tensor:
-    """The video ``(T, C, H, W)`` whose :func:`frame_cubes` are ``cubes``: each frame the mean
-    of its estimates in the cubes that hold it (its own and up to ``depth - 1`` before it),
-    each moved back; a cube that held a repeated border instead of a pixel does not count
-    for it."""
-    T, C = cubes.shape[0], cubes.shape[1] // depth
-    total, count = torch.zeros_like(cubes[:, :C]), cubes.new_zeros(T, 1, *cubes.shape[-2:])
-    for t in range(T):
-        for j in range(depth):
-            if t + j < T:
-                back, seen = _shifted(cubes[t, j * C : (j + 1) * C], tuple((shifts[t] - shifts[t + j]).tolist()))
-                total[t + j] += back * seen
-                count[t + j] += seen
-    return total / count
 
 
 def _remaining_noise_schedule(forward: GaussianNoise, prior: LowRankPrior, s: DenoiseSettings):

@@ -10,6 +10,9 @@ still background, and on a crowded real clip, vtest.avi with pedestrians crossin
 caption, it scored 4.5 dB below per-frame Telea), where that frame agrees with this one
 around the pixel; what no frame of the chunk shows is filled from the frame's own pixels
 around it (:func:`lrrtool.tasks.starts.start_by_region`, the harmonic fill by default).
+
+The same motion lets patches span frames (:func:`frame_cubes`, video denoising's cubes):
+each frame stacked with the next ones, moved back where the camera took them.
 """
 
 from __future__ import annotations
@@ -93,6 +96,54 @@ def camera_search(shifts: Tensor, reach: int, window: int | None = None) -> Temp
         tuple(int(v) for v in (shifts[dt:] - shifts[:-dt]).float().mean(0).round()) for dt in range(1, reach + 1)
     )
     return TemporalSearch(reach, window, centres if any(any(c) for c in centres) else ())
+
+
+def _shifted(frames: Tensor, offset: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """``frames`` ``(..., H, W)`` read at ``p + offset``: ``out[..., y, x] = frames[..., y +
+    dy, x + dx]``, the border repeated where that falls outside; and where it does not
+    (bool ``(H, W)``)."""
+    (dy, dx), (H, W) = offset, frames.shape[-2:]
+    pad = max(abs(dy), abs(dx))
+    if pad == 0:
+        return frames, torch.ones(H, W, dtype=torch.bool, device=frames.device)
+    flat = frames.reshape(-1, 1, H, W)
+    padded = F.pad(flat, (pad, pad, pad, pad), mode="replicate")
+    out = padded[..., pad + dy : pad + dy + H, pad + dx : pad + dx + W].reshape(frames.shape)
+    ys, xs = torch.arange(H, device=frames.device) + dy, torch.arange(W, device=frames.device) + dx
+    inside = ((ys >= 0) & (ys < H))[:, None] & ((xs >= 0) & (xs < W))[None, :]
+    return out, inside
+
+
+def frame_cubes(video: Tensor, shifts: Tensor, depth: int) -> Tensor:
+    r"""Patches that span ``depth`` frames, as BM4D's cubes do: the video ``(T, C, H, W)`` as
+    ``T`` frames of ``depth C`` channels, frame ``t`` holding frames ``t, ..., t + depth - 1``
+    (the last frame repeated past the end), each moved by the camera's motion since frame
+    ``t`` (``shifts`` ``(T, 2)``, :func:`frame_shifts`): a patch of it is a patch of frame
+    ``t`` and where the camera took it in the next frames. A still scene's cube is one
+    place under ``depth`` noise draws."""
+    T, C = video.shape[:2]
+    cubes = video.new_empty(T, depth * C, *video.shape[-2:])
+    for t in range(T):
+        for j in range(depth):
+            k = min(t + j, T - 1)
+            cubes[t, j * C : (j + 1) * C] = _shifted(video[k], tuple((shifts[k] - shifts[t]).tolist()))[0]
+    return cubes
+
+
+def from_cubes(cubes: Tensor, shifts: Tensor, depth: int) -> Tensor:
+    """The video ``(T, C, H, W)`` whose :func:`frame_cubes` are ``cubes``: each frame the mean
+    of its estimates in the cubes that hold it (its own and up to ``depth - 1`` before it),
+    each moved back; a cube that held a repeated border instead of a pixel does not count
+    for it."""
+    T, C = cubes.shape[0], cubes.shape[1] // depth
+    total, count = torch.zeros_like(cubes[:, :C]), cubes.new_zeros(T, 1, *cubes.shape[-2:])
+    for t in range(T):
+        for j in range(depth):
+            if t + j < T:
+                back, seen = _shifted(cubes[t, j * C : (j + 1) * C], tuple((shifts[t] - shifts[t + j]).tolist()))
+                total[t + j] += back * seen
+                count[t + j] += seen
+    return total / count
 
 
 def _detail(total: Tensor, weight: Tensor, side: int = 5) -> tuple[Tensor, Tensor]:
