@@ -91,7 +91,7 @@ ReachOpt = Annotated[
     typer.Option(
         "--reach",
         metavar="N",
-        help="A clip's frames searched before and after each (default: denoise 4, grey 9; inpaint 2).",
+        help="A clip's frames searched before and after each (default: denoise 9; inpaint 2).",
     ),
 ]
 FactorsOpt = Annotated[int | None, typer.Option("--factors", metavar="N", help="Factors I (--method dlrl).")]
@@ -342,11 +342,10 @@ def denoise(
     --solver adam runs the paper's gradient route instead. --sigma auto estimates the
     noise by the wavelet MAD rule and reports it.
 
-    A clip (a video file, or a folder of frames) is denoised with groups of 64 searched in
-    a 15x15 window in each frame and a 7x7 one in the --reach (4) frames before and after
-    it (a grey clip: groups of 96 of 5x5 patches that span two frames, a 5x5 window in 9
-    frames each way), centred where the
-    camera's motion takes the patch, 6 steps; a video gives NAME.denoised.mp4 (same size, rate, frames and audio), a
+    A clip (a video file, or a folder of frames) is denoised with groups of 32: the patch
+    where the camera's motion takes it, 1 px around, in the --reach (9) frames before and
+    after, and a 5x5 window in its own frame (a grey clip: 6x6 patches that span two
+    frames), 6 steps; a video gives NAME.denoised.mp4 (same size, rate, frames and audio), a
     folder a folder of PNG frames with the same names.
     """
     with user_errors():

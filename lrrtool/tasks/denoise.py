@@ -81,24 +81,23 @@ class DenoiseSettings(TaskSettings):
     depth: int | None = None
 
     default_gamma: ClassVar[float | None] = 1e-3  # singular values of [0, 1] patch groups
-    # Neighbouring frames supply most of a group: more frames, searched close to where the
-    # patch was, fewer steps with a larger rescale (bench/video.py clips, 20 frames; tree
-    # colour sigma 25: 28.75 dB with reach 2 in a 15x15 window everywhere, 29.15 with these;
-    # vtest grey 32.20 -> 32.69, 33.00 with reach 6 and frame_window 2, which lost 0.16 dB
-    # on the panning camera; patch 8: +0.5 dB at twice the time).
+    # A clip's groups are the patch where it is (or where the camera took it) in the 9
+    # frames before and after, 1 px around it, and the 5x5 positions around it in its own
+    # frame; small groups. Large windows and groups (window 7, frame_window 2-3, groups of
+    # 64-96, the defaults until the eleventh session) filled a group with shifted copies
+    # and smoothed still detail away: on vtest (still camera) the error over still pixels
+    # was mostly constant over time and not noise (docs/video.md). Measured in process,
+    # 20 frames (old -> these): vtest grey sigma 25 33.91 -> 34.67 dB (BM4D 34.27),
+    # vtest-pan grey sigma 20 35.60 -> 36.52, tree colour sigma 25 29.06 -> 29.43, the pan
+    # in colour 35.61 -> 36.94, a zooming and turning clip -0.01 to +0.11; 0.4-0.6x the time.
     video_defaults: ClassVar[dict[str, object]] = {
-        "reach": 4, "frame_window": 3, "window": 7, "iters": 6, "group": 64, "rescale": 0.55,
+        "reach": 9, "frame_window": 1, "window": 2, "iters": 6, "group": 32, "rescale": 0.55,
     }  # fmt: skip
-    # A grey clip (a quarter of a colour clip's work per group) affords more frames, searched
-    # where the camera's motion takes the patch: vtest grey sigma 25 32.82 -> 33.20 dB,
-    # vtest-pan grey sigma 20 34.23 -> 34.71 (BM4D 34.23 and 34.48; 1.35x the time, still
-    # under BM4D's; reach 6 with groups of 80: 33.02 and 34.50). Patches of 5x5 over two
-    # frames (frame_cubes), as BM4D's cubes span frames: vtest 33.17 -> 33.91 dB, the pan
-    # 34.72 -> 35.59 (another noise draw; 1.45-1.52x the time; 4x4x2: +0.38 dB on vtest
-    # at 0.97x; not aligned with the camera, the pan lost 0.52 dB).
-    grey_video_defaults: ClassVar[dict[str, object]] = {
-        "reach": 9, "frame_window": 2, "group": 96, "depth": 2, "patch": 5
-    }  # fmt: skip
+    # A grey clip's patches are 6x6 over two frames (frame_cubes), as BM4D's cubes span
+    # frames (5x5x2 with the old groups: vtest 33.17 -> 33.91 dB, the pan 34.72 -> 35.59;
+    # not aligned with the camera, the pan lost 0.52 dB). 5x5x2 in groups of 24: vtest
+    # 34.55, the pan 36.31, at 0.55-0.6x the time. Colour cubes lost 0.2 dB on tree.
+    grey_video_defaults: ClassVar[dict[str, object]] = {"depth": 2, "patch": 6}
     _lift: ClassVar[dict[str, object]] = {"stride": 4, "window": 15}
     defaults: ClassVar[dict[str, dict[str, object]]] = {
         "threshold": {
