@@ -1,11 +1,14 @@
 """Video denoising and inpainting: ``lrrtool denoise|inpaint CLIP`` against per-frame peers, in one run.
 
-Run: ``python bench/video.py [--frames 20] [--only denoise|inpaint] [--threads 2]``.
+Run: ``python bench/video.py [--frames 20] [--only denoise|inpaint] [--threads 2] [--clips vtest-tilt]``.
 
 Clips with known truth, made from OpenCV's sample clips in ``../shared/data/videos/``:
 ``tree`` (tree.avi, 320x240 colour, still camera, a hand moving), ``vtest`` (vtest.avi,
 a 320x240 crop, still camera, pedestrians) and ``vtest-pan`` (the same scene seen by a
-camera moving 2 pixels a frame to the right: a 320x240 window sliding over the frames).
+camera moving 2 pixels a frame to the right: a 320x240 window sliding over the frames);
+``vtest-tilt`` (inpainting only: a camera moving 2 pixels a frame down, so the scene
+under the caption box, 24 rows high, scrolls through it and other frames show most of
+it; under the pan the box's 240 columns hide the same rows in every frame).
 
 - Denoising: seeded Gaussian noise of ``sigma`` added to the 8-bit frames, clipped and
   rounded to 8 bits (every method gets the same noisy frames). lrrtool: the whole process
@@ -65,6 +68,8 @@ def clip(name: str, count: int) -> np.ndarray:
     frames = read_frames(VIDEOS / "vtest.avi", count, start=100)
     if name == "vtest":
         return frames[:, 200 : 200 + h, 200 : 200 + w]
+    if name == "vtest-tilt":
+        return np.stack([f[100 + PAN * t : 100 + PAN * t + h, 200 : 200 + w] for t, f in enumerate(frames)])
     return np.stack([f[200 : 200 + h, 100 + PAN * t : 100 + PAN * t + w] for t, f in enumerate(frames)])
 
 
@@ -211,6 +216,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--only", choices=("denoise", "inpaint"))
     parser.add_argument("--threads", type=int, default=None, help="lrrtool's --threads (default: its own)")
+    parser.add_argument("--clips", nargs="+", help="inpainting: only these clips")
     args = parser.parse_args()
     import torch
 
@@ -223,7 +229,7 @@ def main() -> None:
             rows = [("tree", "colour", 25), ("vtest", "grey", 25), ("vtest-pan", "grey", 20)]
             denoise_rows([*rows, ("vtest-pan", "colour", 20)], args.frames, args.threads, work)
         if args.only in (None, "inpaint"):
-            inpaint_rows(["vtest", "vtest-pan", "tree"], args.frames, args.threads, work)
+            inpaint_rows(args.clips or ["vtest", "vtest-pan", "tree", "vtest-tilt"], args.frames, args.threads, work)
 
 
 if __name__ == "__main__":
