@@ -236,9 +236,9 @@ def test_grey_and_colour_clips_take_their_own_defaults(tmp_path):
 
 def test_a_clip_that_opens_on_black_keeps_its_colour_after_it(tmp_path, monkeypatch):
     """Grey is decided per chunk: a colour clip whose first chunk is black frames (a fade
-    in) is solved grey there and in colour after it, and written in colour throughout; the
-    settings follow the first frame with detail. It came out grey before (the first chunk
-    decided for the clip)."""
+    in) is solved grey there and in colour after it, and written in colour throughout, its
+    chunks planned with the reach grey and colour clips share. It came out grey before
+    (the first chunk decided for the clip)."""
     from lrrtool.tasks import budget
 
     monkeypatch.setattr(budget, "MAX_CHUNK_FRAMES", 3)

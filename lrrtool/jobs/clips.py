@@ -13,7 +13,7 @@ from torch import Tensor
 from lrrtool import media
 from lrrtool.errors import LRRError
 from lrrtool.jobs.images import Placement
-from lrrtool.jobs.restore import Segments, looks_grey, restore_clip, restore_segments
+from lrrtool.jobs.restore import Segments, restore_clip, restore_segments
 from lrrtool.solvers import Callback, SolveResult
 from lrrtool.tasks.denoise import DENOISE_BUFFERS, DenoiseSettings, denoise, estimate_clip_sigma
 from lrrtool.tasks.inpaint import INPAINT_BUFFERS, START_BUFFERS, START_SHARE, InpaintSettings, inpaint, keeps_start
@@ -54,7 +54,7 @@ def denoise_clip(
     each chunk by :func:`lrrtool.tasks.denoise.denoise` on the chunk as a video, its
     groups searched ``reach`` frames each way; with ``segments``, in segments
     (:func:`lrrtool.jobs.restore.restore_segments`)."""
-    reach = settings.for_video(grey=looks_grey(path)).resolved().reach
+    reach = settings.for_video().resolved().reach  # grey and colour clips share it: no frame read to plan
     level: list[float] = [] if sigma is None else [sigma]
 
     def estimate(frames: Tensor) -> None:

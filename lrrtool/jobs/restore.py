@@ -183,25 +183,6 @@ def is_grey(chunk: Tensor) -> bool:
     return chunk.shape[1] == 3 and bool((chunk[:, :1] == chunk[:, 1:]).all())
 
 
-#: Frames read from a clip's start to tell whether it looks grey (:func:`looks_grey`).
-GREY_PROBE_FRAMES = 25
-
-
-def looks_grey(path: Path) -> bool:
-    """Whether the clip at ``path`` looks grey: its first frame with any detail (of the
-    first ``GREY_PROBE_FRAMES``; black or flat frames say nothing) has three equal
-    channels. Chooses a grey clip's settings; each chunk is still solved grey or colour
-    as its own frames are (see the module)."""
-    frames = media.read_video_chunks(path, chunk_frames=1, raw=True, max_frames=GREY_PROBE_FRAMES)
-    try:
-        for frame, _ in frames:  # one frame held at a time
-            if frame.amax() > frame.amin():
-                return is_grey(frame)
-    finally:
-        frames.close()
-    return False
-
-
 def _first_chunk(path: Path, *, chunk_frames: int, lookahead: int = 0) -> Tensor:
     """The clip's first chunk of raw frames ``(T, C, H, W)``, the reader closed;
     ``LRRError`` when it has no frame."""
